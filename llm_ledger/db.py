@@ -1,0 +1,273 @@
+"""Engines, per-connection settings, and the schema check/migration at open.
+
+The embedded SQLite ledger is created and upgraded on first use. A PostgreSQL
+or MariaDB ledger is created when the database holds none of it yet, but an
+older schema there is only upgraded on request (``llm-ledger migrate``), since
+other workers may still run the old code. A schema newer than this code is an
+error everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+
+from .errors import LedgerOpenError, SchemaVersionError
+
+log = structlog.get_logger("llm_ledger")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+LEDGER_TABLES = frozenset({"requests", "responses", "cache_entries", "call_log", "call_tags"})
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def normalize_url(location: str) -> str:
+    """A plain path means an SQLite file; URLs get the drivers this library ships extras for."""
+    if "://" not in location:
+        if location == ":memory:":
+            return "sqlite://"
+        return "sqlite:///" + str(Path(location).expanduser().absolute())
+    scheme, rest = location.split("://", 1)
+    scheme = {
+        "postgres": "postgresql+psycopg",
+        "postgresql": "postgresql+psycopg",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mariadb+pymysql",
+    }.get(scheme, scheme)
+    url = f"{scheme}://{rest}"
+    if scheme.endswith("+pymysql") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def describe(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _create_private_file(path: Path) -> None:
+    """New ledger files are readable by their owner only (they hold prompts and answers)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def make_engine(location: str, **kwargs: Any) -> Engine:
+    url = normalize_url(location)
+    path = sqlite_path(url)
+    if path is not None:
+        _create_private_file(path)
+        kwargs.setdefault(
+            "connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        )
+    try:
+        engine = create_engine(url, json_serializer=_dumps, **kwargs)
+    except NoSuchModuleError as exc:
+        raise LedgerOpenError(f"{describe(url)}: unsupported database URL ({exc})") from None
+    except ModuleNotFoundError as exc:
+        extra = "postgres" if "psycopg" in str(exc) else "mysql"
+        raise LedgerOpenError(
+            f"{describe(url)}: the database driver is not installed ({exc}); "
+            f"pip install 'llm-ledger[{extra}]'"
+        ) from None
+    except ArgumentError as exc:
+        raise LedgerOpenError(f"{location!r} is not a database URL or path: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+# --- migrations -------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_migrations", here.parent / "migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise LedgerOpenError(
+        "llm_ledger's migrations are missing from this installation; reinstall llm-ledger"
+    )
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    head = _script().get_current_head()
+    assert head is not None
+    return head
+
+
+def known_revisions() -> set[str]:
+    return {rev.revision for rev in _script().walk_revisions()}
+
+
+def current_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """Serialise schema checks across processes that open one ledger at once."""
+    with engine.connect() as conn:
+        name = engine.dialect.name
+        if name == "sqlite":
+            path = sqlite_path(str(engine.url))
+            if path is None:
+                yield conn
+                return
+            import fcntl
+
+            with open(path, "rb") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield conn
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        elif name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(7402119)"))
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(7402119)"))
+                conn.commit()
+        elif name in ("mysql", "mariadb"):
+            conn.execute(text("SELECT GET_LOCK('llm_ledger_migrate', 120)"))
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT RELEASE_LOCK('llm_ledger_migrate')"))
+        else:
+            yield conn
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the ledger; returns (from, to) revisions."""
+    with _migration_lock(engine) as conn:
+        before = current_revision(conn)
+        conn.commit()
+        command.upgrade(alembic_config(connection=conn), revision)
+        conn.commit()
+        return before, current_revision(conn)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    with _migration_lock(engine) as conn:
+        command.downgrade(alembic_config(connection=conn), revision)
+        conn.commit()
+
+
+def ensure_schema(engine: Engine, *, auto_upgrade: bool | None = None) -> str:
+    """Check (and where allowed, create or upgrade) the schema; returns the revision."""
+    where = describe(str(engine.url))
+    is_sqlite = engine.dialect.name == "sqlite"
+    if auto_upgrade is None:
+        auto_upgrade = is_sqlite
+    head = head_revision()
+    try:
+        with engine.connect() as conn:
+            rev = current_revision(conn)
+            if rev == head:
+                return rev
+    except DatabaseError as exc:
+        raise _open_error(where, exc) from None
+    try:
+        with _migration_lock(engine) as conn:
+            rev = current_revision(conn)
+            tables = set(inspect(conn).get_table_names())
+            conn.commit()
+            if rev == head:
+                return rev
+            if rev is None:
+                if tables & LEDGER_TABLES:
+                    raise LedgerOpenError(
+                        f"{where} holds ledger tables but no alembic_version; stamp it with "
+                        f"`alembic -x url=... stamp head` if it is a ledger, or use another database"
+                    )
+                if is_sqlite and tables:
+                    raise LedgerOpenError(
+                        f"{where} is an SQLite database of another application (tables: "
+                        f"{', '.join(sorted(tables)[:5])}); point cache_file_name / LLM_LEDGER_URL "
+                        "at a new file"
+                    )
+            elif rev not in known_revisions():
+                raise SchemaVersionError(
+                    f"{where} has schema revision {rev}, which this llm_ledger does not know "
+                    f"(its newest is {head}): the ledger was written by a newer llm_ledger or by "
+                    "another application; upgrade with `pip install -U llm-ledger`"
+                )
+            elif not auto_upgrade:
+                raise SchemaVersionError(
+                    f"{where} has schema revision {rev}, older than this code's {head}; "
+                    f"run `llm-ledger --db '{where}' migrate` (or `alembic -x url=... upgrade head`)"
+                )
+            command.upgrade(alembic_config(connection=conn), "head")
+            conn.commit()
+            log.info("ledger.migrated", db=where, from_revision=rev, to_revision=head)
+            return head
+    except DatabaseError as exc:
+        raise _open_error(where, exc) from None
+
+
+def _open_error(where: str, exc: DatabaseError) -> LedgerOpenError:
+    orig = getattr(exc, "orig", exc)
+    if "file is not a database" in str(orig):
+        return LedgerOpenError(
+            f"{where} is not an SQLite database ({orig}); point cache_file_name / LLM_LEDGER_URL "
+            "at a ledger file or a new path"
+        )
+    if isinstance(exc, OperationalError):
+        return LedgerOpenError(f"cannot open the ledger at {where}: {orig}")
+    return LedgerOpenError(f"{where}: {orig}")

@@ -1,0 +1,210 @@
+"""Request canonicalisation and the request hash (pure; no I/O).
+
+What enters the hash (see docs/hashing.md): ``kind`` ("chat" or "embedding"),
+``model``, the messages (chat) or the input text (embedding), and every
+parameter that can change the answer, with ``None`` values dropped, numbers of
+float parameters as floats, ``stop`` as a list. Keys are sorted, so the order in
+which a caller wrote them does not matter.
+
+What never enters it: transport settings (timeout, max_attempts, waiting_time,
+exponential_backoff_factor), API keys, base URL, api type, namespace, run,
+tags and template names. The namespace isolates caches at lookup time instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInputError, InvalidInputTypeError
+
+# Chat parameters that change the answer, and the type each must have.
+CHAT_PARAMS: dict[str, tuple[type, ...]] = {
+    "temperature": (float,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "top_p": (float,),
+    "frequency_penalty": (float,),
+    "presence_penalty": (float,),
+    "stop": (str, list),
+    "n": (int,),
+    "seed": (int,),
+    "response_format": (dict,),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
+    "logit_bias": (dict,),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    "reasoning_effort": (str,),
+    "verbosity": (str,),
+    "modalities": (list,),
+    "audio": (dict,),
+    "prediction": (dict,),
+}
+EMBEDDING_PARAMS: dict[str, tuple[type, ...]] = {"dimensions": (int,), "user": (str,)}
+# Accepted for the seed's signature, never sent and never hashed.
+TRANSPORT_PARAMS = frozenset(
+    {"timeout", "max_attempts", "waiting_time", "exponential_backoff_factor", "echo"}
+)
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_FLOAT_PARAMS = frozenset(k for k, v in CHAT_PARAMS.items() if v == (float,))
+
+
+@dataclass(frozen=True)
+class CanonicalRequest:
+    """A validated request: what is sent, what is stored, and its hash."""
+
+    kind: str
+    model: str
+    body: dict[str, Any]  # canonical request, as stored in the ledger
+    canonical_json: str
+    request_hash: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.body.get("params", {})
+
+    def last_message_text(self) -> str:
+        if self.kind == "embedding":
+            text = self.body["input"]
+            return text if isinstance(text, str) else " ".join(text)
+        return message_text(self.body["messages"][-1])
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact, sorted, NaN-free JSON: the one serialisation used for hashing and storage."""
+    try:
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"request cannot be stored as JSON ({exc}); replace NaN/inf floats with numbers or strings"
+        ) from None
+    except TypeError as exc:
+        raise InvalidInputTypeError(
+            f"request cannot be stored as JSON ({exc}); pass only str, numbers, bools, None, lists and dicts"
+        ) from None
+
+
+def hash_json(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _check_model(model: Any) -> str:
+    if not isinstance(model, str):
+        raise InvalidInputTypeError(f"model must be a str, got {type(model).__name__}")
+    if not model.strip():
+        raise InvalidInputError(
+            "model name is empty; pass model='gpt-4o-mini' or set LLM_LEDGER_MODEL"
+        )
+    return model
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list):
+        raise InvalidInputTypeError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
+        )
+    if not messages:
+        raise InvalidInputError(
+            "messages is empty; pass at least one {'role': 'user', 'content': ...}"
+        )
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise InvalidInputTypeError(
+                f"messages[{i}] must be a dict with 'role' and 'content', got {type(msg).__name__}"
+            )
+        role = msg.get("role")
+        if role not in ROLES:
+            raise InvalidInputError(
+                f"messages[{i}] has role {role!r}; use one of {', '.join(sorted(ROLES))}"
+            )
+        if "content" not in msg and "tool_calls" not in msg:
+            raise InvalidInputError(f"messages[{i}] has no 'content'")
+        content = msg.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidInputTypeError(
+                f"messages[{i}]['content'] must be a str or a list of content parts, got {type(content).__name__}"
+            )
+        out.append({k: v for k, v in msg.items() if v is not None})
+    return out
+
+
+def _check_param(name: str, value: Any, allowed: dict[str, tuple[type, ...]]) -> Any:
+    types = allowed[name]
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if int in types and isinstance(value, bool):
+        raise InvalidInputTypeError(f"{name} must be an int, got bool")
+    if not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in types)
+        raise InvalidInputTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    if name == "stop" and isinstance(value, str):
+        value = [value]
+    if name == "n" and value < 1:
+        raise InvalidInputError(f"n must be at least 1, got {value}")
+    return value
+
+
+def _params(raw: dict[str, Any], allowed: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in TRANSPORT_PARAMS or value is None:
+            continue
+        if name not in allowed:
+            raise InvalidInputError(
+                f"unknown parameter {name!r}; valid ones are: {', '.join(sorted(allowed))} "
+                f"(and the transport settings {', '.join(sorted(TRANSPORT_PARAMS))})"
+            )
+        params[name] = _check_param(name, value, allowed)
+    return params
+
+
+def _build(kind: str, model: str, payload: dict[str, Any]) -> CanonicalRequest:
+    body = {"kind": kind, "model": model, **payload}
+    text = canonical_json(body)
+    # Round-trip so the stored body is exactly what was hashed (tuples become lists, etc.).
+    return CanonicalRequest(kind, model, json.loads(text), text, hash_json(text))
+
+
+def chat_request(messages: Any, model: Any, params: dict[str, Any]) -> CanonicalRequest:
+    model = _check_model(model)
+    msgs = _check_messages(messages)
+    return _build("chat", model, {"messages": msgs, "params": _params(params, CHAT_PARAMS)})
+
+
+def embedding_request(
+    text: Any, model: Any, params: dict[str, Any] | None = None
+) -> CanonicalRequest:
+    """One embedding request; ``text`` is a str or a list of str."""
+    model = _check_model(model)
+    items = [text] if isinstance(text, str) else text
+    if not isinstance(items, list) or not items:
+        raise InvalidInputTypeError("embedding input must be a str or a non-empty list of str")
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputTypeError(
+                f"embedding input[{i}] must be a str, got {type(item).__name__}"
+            )
+        if not item:
+            raise InvalidInputError(f"embedding input[{i}] is an empty string; the API rejects it")
+    return _build(
+        "embedding", model, {"input": text, "params": _params(params or {}, EMBEDDING_PARAMS)}
+    )
