@@ -65,3 +65,7 @@ class APICallError(LedgerError):
         super().__init__(message)
         self.attempts = attempts
         self.error_type = error_type
+
+
+class RateLimitError(APICallError):
+    """The API kept answering 429 until the attempts ran out."""
