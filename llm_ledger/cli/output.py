@@ -45,15 +45,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if isinstance(value, float):
-        return (
-            f"{value:.10f}".rstrip("0").rstrip(".")
-            if abs(value) < 1
-            else f"{value:g}"
-            if value != int(value)
-            else str(int(value))
-            if abs(value) < 1e15
-            else f"{value:g}"
-        )
+        return f"{Decimal(repr(value)):f}"  # money without scientific notation
     return str(value)
 
 
