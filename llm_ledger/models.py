@@ -94,6 +94,8 @@ class Response(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"), index=True)
+    # SHA-256 of the canonical response JSON: a response's identity across ledgers (import, copy).
+    response_hash: Mapped[str] = mapped_column(String(64), index=True)
     response: Mapped[dict[str, Any]] = mapped_column(JSONType)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)

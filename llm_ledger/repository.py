@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import db, spool
+from .keys import canonical_json, hash_json
 from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .policy import StoreMode
 from .records import Answer, CallRecord, Stored
@@ -235,6 +236,7 @@ class Ledger:
         return conn.execute(
             insert(_RESP).values(
                 request_hash=a.request_hash,
+                response_hash=hash_json(canonical_json(a.response)),
                 response=a.response,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,

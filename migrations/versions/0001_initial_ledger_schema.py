@@ -82,6 +82,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("response_hash", sa.String(length=64), nullable=False),
         sa.Column(
             "response",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -113,6 +114,9 @@ def upgrade() -> None:
     with op.batch_alter_table("responses", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_responses_request_hash"), ["request_hash"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_responses_response_hash"), ["response_hash"], unique=False
         )
 
     op.create_table(
