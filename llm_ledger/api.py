@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 import openai
 import structlog
 
-from .errors import APICallError, InvalidRequestError, LedgerError, NonTerminalError, RateLimitError
+from .errors import (
+    APICallError,
+    ConfigError,
+    InvalidRequestError,
+    LedgerError,
+    NonTerminalError,
+    RateLimitError,
+)
 from .records import Usage
 
 log = structlog.get_logger("llm_ledger")
@@ -82,6 +89,8 @@ def attempt(
     for n in range(1, max_attempts + 1):
         try:
             return Outcome(fn(), n, None)
+        except ConfigError:
+            raise  # a setting is missing or wrong: no attempt was made, nothing to retry
         except Exception as exc:  # noqa: BLE001 - classified below, never swallowed silently
             if not is_retryable(exc) or n == max_attempts:
                 log.warning(

@@ -86,7 +86,14 @@ def _drop_everything(url: str) -> None:
     with engine.begin() as conn:
         for view in ("calls", "daily_usage", "model_costs", "cached_answers"):
             conn.execute(text(f"DROP VIEW IF EXISTS {view}"))
-        for table in ("call_tags", "call_log", "cache_entries", "responses", "requests", "alembic_version"):
+        for table in (
+            "call_tags",
+            "call_log",
+            "cache_entries",
+            "responses",
+            "requests",
+            "alembic_version",
+        ):
             conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()
 
