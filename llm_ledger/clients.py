@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 import openai
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import api, flight, keys, pricing, tokens
 from . import config as cfg
@@ -74,6 +73,7 @@ class OpenAIClient:
         self._sleep = sleep
         self._client: Any = None
         self._ledger: Ledger | None = None
+        self._ledger_location: str | None = None
         self._setup_from_config()
 
     # --- configuration ------------------------------------------------------
@@ -114,10 +114,11 @@ class OpenAIClient:
 
     @property
     def ledger(self) -> Ledger:
-        if self._ledger is None or self._ledger.url != _norm(self._location()):
-            self._ledger = open_ledger(
-                self._location(), spool_dir=self.spool_dir or self._settings().spool_dir
-            )
+        location = self._location()
+        if self._ledger is None or location != self._ledger_location:
+            spool_dir = self.spool_dir or self._settings().spool_dir
+            self._ledger = open_ledger(location, spool_dir=spool_dir)
+            self._ledger_location = location
         return self._ledger
 
     def _load_cache(self) -> Ledger:
@@ -384,9 +385,10 @@ class OpenAIClient:
         return self.ledger.record_or_spool(rec)
 
     def _lookup(self, namespace: str, request_hash: str, slot: int) -> Stored | None:
+        ledger = self.ledger
         try:
-            return self.ledger.lookup(namespace, request_hash, slot)
-        except SQLAlchemyError as exc:
+            return ledger.lookup(namespace, request_hash, slot)
+        except ledger.errors as exc:
             log.error(
                 "ledger.read_failed",
                 request_hash=request_hash,
@@ -600,12 +602,6 @@ class AzureClient(OpenAIClient):
             api_version=os.environ.get("OPENAI_API_VERSION", "2024-06-01"),
             max_retries=0,
         )
-
-
-def _norm(location: str) -> str:
-    from .db import normalize_url
-
-    return normalize_url(location)
 
 
 def _positive(name: str, value: Any) -> float:

@@ -61,7 +61,7 @@ class EmbeddingCall:
                 stored = self.c.ledger.lookup_many(
                     self.namespace, [i.request_hash for i in self.items]
                 )
-            except Exception as exc:  # noqa: BLE001 - a read failure is a miss, never a crash
+            except self.c.ledger.errors as exc:  # a read failure is a miss, never a crash
                 log.error("ledger.read_failed", request_hash=r.request_hash, error=str(exc)[:300])
         now = _now()
         hits: dict[int, Stored] = {}

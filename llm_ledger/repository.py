@@ -8,23 +8,25 @@ the audit row and its tags land together or not at all.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Insert, and_, func, insert, select
+from sqlalchemy import Dialect, Engine, Insert, and_, bindparam, func, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import db, spool
 from .keys import canonical_json, hash_json
 from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .policy import StoreMode
-from .records import Answer, CallRecord, Stored
+from .records import CallRecord, Stored
 
 log = structlog.get_logger("llm_ledger")
 
@@ -45,6 +47,23 @@ _STORED_COLUMNS = (
     _RESP.c.total_tokens,
     _RESP.c.cost_usd,
 )
+
+
+# Built once: executing a prebuilt statement with a parameter dict skips SQLAlchemy's
+# per-call statement construction and cache-key work (most of the hot path otherwise).
+_LOOKUP = (
+    select(*_STORED_COLUMNS)
+    .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
+    .where(
+        _ENTRY.c.namespace == bindparam("ns"),
+        _ENTRY.c.request_hash == bindparam("h"),
+        _ENTRY.c.slot == bindparam("slot"),
+    )
+)
+_INSERT_LOG = insert(_LOG)
+_INSERT_RESP = insert(_RESP)
+_INSERT_TAGS = insert(_TAGS)
+_ENTRY_KEYS = ["namespace", "request_hash", "slot"]
 
 
 def _stored(row: Any) -> Stored:
@@ -75,7 +94,26 @@ class Ledger:
         self.url = db.normalize_url(location)
         self.engine = engine or db.make_engine(location)
         self.dialect = self.engine.dialect.name
+        # What a failing database raises: SQLAlchemy's errors, or the driver's own on the hot path.
+        self.errors: tuple[type[BaseException], ...] = (
+            SQLAlchemyError,
+            self.engine.dialect.loaded_dbapi.Error,
+            OSError,
+        )
         self.revision = db.ensure_schema(self.engine, auto_upgrade=auto_upgrade)
+        self._sql = _Statements(
+            self.engine.dialect,
+            {
+                "lookup": _LOOKUP,
+                "request_ignore": self._insert_ignore(_REQ, ["request_hash"]),
+                "insert_response": _INSERT_RESP,
+                "entry_ignore": self._insert_ignore(_ENTRY, _ENTRY_KEYS),
+                "entry_upsert": self._upsert(_ENTRY, _ENTRY_KEYS, ["response_id", "updated_at"]),
+                "insert_log": _INSERT_LOG,
+                "insert_tags": _INSERT_TAGS,
+                "call_exists": select(_LOG.c.id).where(_LOG.c.call_uuid == bindparam("u")),
+            },
+        )
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
         if self.spool_path.exists():
             self.recover()
@@ -89,18 +127,18 @@ class Ledger:
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
-        stmt = (
-            select(*_STORED_COLUMNS)
-            .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
-            .where(
-                _ENTRY.c.namespace == namespace,
-                _ENTRY.c.request_hash == request_hash,
-                _ENTRY.c.slot == slot,
-            )
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt).first()
-        return _stored(row) if row is not None else None
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            row = self._sql.run(
+                cur, "lookup", {"ns": namespace, "h": request_hash, "slot": slot}
+            ).fetchone()
+            cur.close()
+            if self.dialect != "sqlite":
+                conn.rollback()  # end the read transaction the driver opened
+        finally:
+            conn.close()
+        return self._sql.stored(row) if row is not None else None
 
     def lookup_many(self, namespace: str, hashes: Sequence[str]) -> dict[str, Stored]:
         """Slot-0 answers for several requests at once (embedding items)."""
@@ -129,14 +167,14 @@ class Ledger:
 
     def record(self, rec: CallRecord) -> dict[int, Stored]:
         """Write one call. Returns, per answer index, the other writer's entry where a race was lost."""
-        with self.engine.begin() as conn:
-            return self._record(conn, rec)
+        with self._transaction() as cur:
+            return self._record(cur, rec)
 
     def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
         """Write one call; if the database fails, spool it so the paid answer is not lost."""
         try:
             return self.record(rec)
-        except (SQLAlchemyError, OSError) as exc:
+        except self.errors as exc:
             spool.append(self.spool_path, rec)
             log.error(
                 "ledger.write_failed",
@@ -148,155 +186,118 @@ class Ledger:
             )
             return {}
 
-    def _record(self, conn: Connection, rec: CallRecord) -> dict[int, Stored]:
+    def _record(self, cur: Any, rec: CallRecord) -> dict[int, Stored]:
+        """All of one call's writes, on one DBAPI cursor inside one transaction."""
+        st, now = self._sql, rec.created_at
         requests = {rec.request_hash: (rec.kind, rec.model, rec.request)}
         for a in rec.answers:
             requests.setdefault(a.request_hash, (a.kind, a.model, a.request))
-        self._insert_requests(conn, requests, rec.created_at)
+        rows = [
+            {"request_hash": h, "kind": k, "model": m, "request": body, "created_at": now}
+            for h, (k, m, body) in requests.items()
+        ]
+        st.run_many(cur, "request_ignore", rows)
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
-            rid = self._insert_response(conn, a, rec.created_at)
+            u = a.usage
+            rid = st.insert_id(
+                cur,
+                "insert_response",
+                {
+                    "request_hash": a.request_hash,
+                    "response_hash": hash_json(canonical_json(a.response)),
+                    "response": a.response,
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "cached_tokens": u.cached_tokens,
+                    "reasoning_tokens": u.reasoning_tokens,
+                    "total_tokens": u.total_tokens,
+                    "tokens_estimated": u.estimated,
+                    "cost_usd": a.cost_usd,
+                    "cost_note": a.cost_note,
+                    "price_version": a.price_version,
+                    "created_at": now,
+                },
+            )
             response_ids.append(rid)
+            entry = {
+                "namespace": a.namespace,
+                "request_hash": a.request_hash,
+                "slot": a.slot,
+                "response_id": rid,
+                "created_at": now,
+                "updated_at": now,
+            }
             if a.store is StoreMode.INSERT:
-                winner = self._insert_entry(conn, a, rid, rec.created_at)
-                if winner is not None:
-                    winners[i] = winner
+                if st.run(cur, "entry_ignore", entry).rowcount != 1:
+                    # Another writer stored this slot first: the caller gets their answer.
+                    row = st.run(
+                        cur, "lookup", {"ns": a.namespace, "h": a.request_hash, "slot": a.slot}
+                    ).fetchone()
+                    if row is not None:
+                        winners[i] = st.stored(row)
             elif a.store is StoreMode.REPLACE:
-                self._upsert_entry(conn, a, rid, rec.created_at)
+                st.run(cur, "entry_upsert", entry)
         response_id = rec.served_response_id
         if rec.primary_answer is not None:
             p = rec.primary_answer
             response_id = winners[p].response_id if p in winners else response_ids[p]
         u = rec.usage
-        call_id = conn.execute(
-            insert(_LOG).values(
-                call_uuid=rec.call_uuid,
-                created_at=rec.created_at,
-                kind=rec.kind,
-                api_type=rec.api_type,
-                endpoint_host=rec.endpoint_host,
-                model=rec.model,
-                namespace=rec.namespace,
-                request_hash=rec.request_hash,
-                slot=rec.slot,
-                response_id=response_id,
-                cache_status=rec.cache_status,
-                status=rec.status,
-                attempts=rec.attempts,
-                latency_ms=rec.latency_ms,
-                prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-                reasoning_tokens=u.reasoning_tokens,
-                total_tokens=u.total_tokens,
-                tokens_estimated=u.estimated,
-                items_total=rec.items_total,
-                items_hit=rec.items_hit,
-                error_type=rec.error_type,
-                error_message=rec.error_message,
-                cost_usd=rec.cost_usd,
-                saved_usd=rec.saved_usd,
-                cost_note=rec.cost_note,
-                price_version=rec.price_version,
-                run=rec.run,
-                template=rec.template,
-                tags=rec.tags or None,
-                library_version=rec.library_version,
-            )
-        ).inserted_primary_key[0]
+        call_id = st.insert_id(
+            cur,
+            "insert_log",
+            {
+                "call_uuid": rec.call_uuid,
+                "created_at": rec.created_at,
+                "kind": rec.kind,
+                "api_type": rec.api_type,
+                "endpoint_host": rec.endpoint_host,
+                "model": rec.model,
+                "namespace": rec.namespace,
+                "request_hash": rec.request_hash,
+                "slot": rec.slot,
+                "response_id": response_id,
+                "cache_status": rec.cache_status,
+                "status": rec.status,
+                "attempts": rec.attempts,
+                "latency_ms": rec.latency_ms,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "cached_tokens": u.cached_tokens,
+                "reasoning_tokens": u.reasoning_tokens,
+                "total_tokens": u.total_tokens,
+                "tokens_estimated": u.estimated,
+                "items_total": rec.items_total,
+                "items_hit": rec.items_hit,
+                "error_type": rec.error_type,
+                "error_message": rec.error_message,
+                "cost_usd": rec.cost_usd,
+                "saved_usd": rec.saved_usd,
+                "cost_note": rec.cost_note,
+                "price_version": rec.price_version,
+                "run": rec.run,
+                "template": rec.template,
+                "tags": rec.tags or None,
+                "library_version": rec.library_version,
+            },
+        )
         if rec.tags:
-            conn.execute(
-                insert(_TAGS),
+            st.run_many(
+                cur,
+                "insert_tags",
                 [{"call_id": call_id, "name": k, "value": v} for k, v in rec.tags.items()],
             )
         return winners
 
-    def _insert_requests(
-        self, conn: Connection, requests: dict[str, tuple[str, str, dict[str, Any]]], now: datetime
-    ) -> None:
-        rows = [
-            {"request_hash": h, "kind": k, "model": m, "request": body, "created_at": now}
-            for h, (k, m, body) in requests.items()
-        ]
-        if len(rows) > 1:
-            # Only insert the ones not there yet: keeps executemany portable.
-            present = set(
-                conn.execute(
-                    select(_REQ.c.request_hash).where(_REQ.c.request_hash.in_(list(requests)))
-                ).scalars()
-            )
-            rows = [r for r in rows if r["request_hash"] not in present]
-            if not rows:
-                return
-        conn.execute(self._insert_ignore(_REQ, ["request_hash"]), rows)
-
-    def _insert_response(self, conn: Connection, a: Answer, now: datetime) -> int:
-        u = a.usage
-        return conn.execute(
-            insert(_RESP).values(
-                request_hash=a.request_hash,
-                response_hash=hash_json(canonical_json(a.response)),
-                response=a.response,
-                prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-                reasoning_tokens=u.reasoning_tokens,
-                total_tokens=u.total_tokens,
-                tokens_estimated=u.estimated,
-                cost_usd=a.cost_usd,
-                cost_note=a.cost_note,
-                price_version=a.price_version,
-                created_at=now,
-            )
-        ).inserted_primary_key[0]
-
-    def _insert_entry(self, conn: Connection, a: Answer, rid: int, now: datetime) -> Stored | None:
-        values = {
-            "namespace": a.namespace,
-            "request_hash": a.request_hash,
-            "slot": a.slot,
-            "response_id": rid,
-            "created_at": now,
-            "updated_at": now,
-        }
-        result = conn.execute(
-            self._insert_ignore(_ENTRY, ["namespace", "request_hash", "slot"]), values
-        )
-        if result.rowcount == 1:
-            return None
-        row = conn.execute(
-            select(*_STORED_COLUMNS)
-            .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
-            .where(
-                _ENTRY.c.namespace == a.namespace,
-                _ENTRY.c.request_hash == a.request_hash,
-                _ENTRY.c.slot == a.slot,
-            )
-        ).first()
-        return _stored(row) if row is not None else None
-
-    def _upsert_entry(self, conn: Connection, a: Answer, rid: int, now: datetime) -> None:
-        values = {
-            "namespace": a.namespace,
-            "request_hash": a.request_hash,
-            "slot": a.slot,
-            "response_id": rid,
-            "created_at": now,
-            "updated_at": now,
-        }
-        update = {"response_id": rid, "updated_at": now}
-        keys = ["namespace", "request_hash", "slot"]
+    def _upsert(self, table: Any, keys: list[str], update: list[str]) -> Insert:
         if self.dialect in ("mysql", "mariadb"):
-            stmt: Any = mysql.insert(_ENTRY).values(values).on_duplicate_key_update(**update)
-        else:
-            ins = (
-                (postgresql if self.dialect == "postgresql" else sqlite)
-                .insert(_ENTRY)
-                .values(values)
-            )
-            stmt = ins.on_conflict_do_update(index_elements=keys, set_=update)
-        conn.execute(stmt)
+            ins = mysql.insert(table)
+            return ins.on_duplicate_key_update({c: ins.inserted[c] for c in update})
+        ins = (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+        return ins.on_conflict_do_update(
+            index_elements=keys, set_={c: ins.excluded[c] for c in update}
+        )
 
     def _insert_ignore(self, table: Any, keys: list[str]) -> Insert:
         if self.dialect == "postgresql":
@@ -307,6 +308,23 @@ class Ledger:
         # are written earlier in the same transaction).
         return insert(table).prefix_with("IGNORE")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A pooled DBAPI connection, one transaction: commit on success, roll back on error."""
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                yield cur
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+
     # --- spool --------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
@@ -316,16 +334,13 @@ class Ledger:
             written = already = 0
             for rec in records:
                 try:
-                    with self.engine.begin() as conn:
-                        exists = conn.execute(
-                            select(_LOG.c.id).where(_LOG.c.call_uuid == rec.call_uuid)
-                        ).first()
-                        if exists:
+                    with self._transaction() as cur:
+                        if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
                             already += 1
                             continue
-                        self._record(conn, rec)
+                        self._record(cur, rec)
                         written += 1
-                except (SQLAlchemyError, OSError) as exc:
+                except self.errors as exc:
                     log.error(
                         "ledger.recover_failed",
                         db=db.describe(self.url),
@@ -367,6 +382,91 @@ class Ledger:
                 stmt = stmt.where(and_(*where))
             return int(conn.execute(stmt).scalar_one())
 
+
+class _Statements:
+    """Hot-path statements compiled once for one dialect, run on a DBAPI cursor.
+
+    SQLAlchemy builds and compiles them; executing the compiled SQL directly skips its
+    per-call execution machinery, which otherwise costs more than SQLite itself. The
+    value conversions SQLAlchemy's types would do are done here, for these columns only.
+    """
+
+    def __init__(self, dialect: Dialect, statements: dict[str, Any]) -> None:
+        self.dialect = dialect
+        self.sqlite = dialect.name == "sqlite"
+        self.returning = dialect.name == "postgresql"
+        self.compiled: dict[str, tuple[str, list[str] | None]] = {}
+        for name, stmt in statements.items():
+            if self.returning and name in ("insert_response", "insert_log"):
+                stmt = stmt.returning(stmt.table.c.id)
+            keys = _COLUMN_KEYS.get(name)
+            c = stmt.compile(dialect=dialect, column_keys=keys)
+            self.compiled[name] = (str(c), list(c.positiontup) if dialect.positional else None)
+
+    def _value(self, v: Any) -> Any:
+        if isinstance(v, (dict, list)):
+            return db._dumps(v)
+        if self.sqlite:
+            if isinstance(v, datetime):
+                return v.isoformat(sep=" ", timespec="microseconds")
+            if isinstance(v, Decimal):
+                return float(v)
+        return v
+
+    def _args(self, name: str, params: dict[str, Any]) -> Any:
+        sql, order = self.compiled[name]
+        if order is not None:
+            return sql, tuple(self._value(params[k]) for k in order)
+        return sql, {k: self._value(v) for k, v in params.items()}
+
+    def run(self, cur: Any, name: str, params: dict[str, Any]) -> Any:
+        cur.execute(*self._args(name, params))
+        return cur
+
+    def run_many(self, cur: Any, name: str, rows: list[dict[str, Any]]) -> None:
+        sql, order = self.compiled[name]
+        if order is not None:
+            cur.executemany(sql, [tuple(self._value(r[k]) for k in order) for r in rows])
+        else:
+            cur.executemany(sql, [{k: self._value(v) for k, v in r.items()} for r in rows])
+
+    def insert_id(self, cur: Any, name: str, params: dict[str, Any]) -> int:
+        self.run(cur, name, params)
+        return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
+
+    def stored(self, row: Any) -> Stored:
+        response = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+        stored_at = row[2] if isinstance(row[2], datetime) else datetime.fromisoformat(row[2])
+        cost = row[8]
+        if cost is not None and not isinstance(cost, Decimal):
+            cost = Decimal(str(round(float(cost), 10)))
+        return Stored(row[0], response, stored_at, row[3], row[4], row[5], row[6], row[7], cost)
+
+
+_LOG_COLUMNS = [c.name for c in _LOG.columns if c.name != "id"]
+_RESP_COLUMNS = [c.name for c in _RESP.columns if c.name != "id"]
+_COLUMN_KEYS = {
+    "request_ignore": ["request_hash", "kind", "model", "request", "created_at"],
+    "insert_response": _RESP_COLUMNS,
+    "entry_ignore": [
+        "namespace",
+        "request_hash",
+        "slot",
+        "response_id",
+        "created_at",
+        "updated_at",
+    ],
+    "entry_upsert": [
+        "namespace",
+        "request_hash",
+        "slot",
+        "response_id",
+        "created_at",
+        "updated_at",
+    ],
+    "insert_log": _LOG_COLUMNS,
+    "insert_tags": ["call_id", "name", "value"],
+}
 
 _recover_lock = threading.Lock()
 _ledgers: dict[tuple[str, str | None], Ledger] = {}
