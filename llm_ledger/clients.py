@@ -325,14 +325,28 @@ class OpenAIClient:
         completion = usage.completion_tokens
         if completion is None and response.get("object") == "list":
             completion = 0  # embeddings have no completion
-        return pricing.price_call(
+        key = (
             priced,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=completion,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            config=conf,
+            usage.prompt_tokens,
+            completion,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+            id(conf),
         )
+        cost = _price_memo.get(key)
+        if cost is None:
+            cost = pricing.price_call(
+                priced,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=completion,
+                cached_tokens=usage.cached_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                config=conf,
+            )
+            if len(_price_memo) > 10_000:
+                _price_memo.clear()
+            _price_memo[key] = cost
+        return cost
 
     def _reserve_budget(
         self, model: str, prompt_tokens: int | None, max_out: int, rec: CallRecord
@@ -632,6 +646,9 @@ def _response_format(value: Any) -> Any:
     raise ConfigError("response_format must be a dict or a pydantic model class")
 
 
+# Pricing is a pure function of (model, token counts, config); genai-prices' lookup costs
+# ~0.25 ms, more than the ledger write, so repeated shapes are priced once.
+_price_memo: dict[tuple[Any, ...], pricing.Cost] = {}
 _pricing_cache: dict[tuple[str | None, str | None], pricing.PricingConfig] = {}
 
 

@@ -18,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Dialect, Engine, Insert, and_, bindparam, func, insert, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Engine,
+    Insert,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import db, spool
 from .keys import canonical_json, hash_json
-from .models import CacheEntry, CallLog, CallTag, Request, Response
+from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .policy import StoreMode
 from .records import CallRecord, Stored
 
@@ -196,7 +207,9 @@ class Ledger:
             {"request_hash": h, "kind": k, "model": m, "request": body, "created_at": now}
             for h, (k, m, body) in requests.items()
         ]
-        st.run_many(cur, "request_ignore", rows)
+        if rec.served_response_id is None or rec.answers:
+            # A hit's request row exists already: its cache entry references it.
+            st.run_many(cur, "request_ignore", rows)
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
@@ -395,40 +408,48 @@ class _Statements:
         self.dialect = dialect
         self.sqlite = dialect.name == "sqlite"
         self.returning = dialect.name == "postgresql"
-        self.compiled: dict[str, tuple[str, list[str] | None]] = {}
+        self.compiled: dict[str, tuple[str, list[str] | None, Any]] = {}
         for name, stmt in statements.items():
+            table = getattr(stmt, "table", None)
             if self.returning and name in ("insert_response", "insert_log"):
-                stmt = stmt.returning(stmt.table.c.id)
+                stmt = stmt.returning(table.c.id)
             keys = _COLUMN_KEYS.get(name)
             c = stmt.compile(dialect=dialect, column_keys=keys)
-            self.compiled[name] = (str(c), list(c.positiontup) if dialect.positional else None)
+            names = list(c.positiontup) if dialect.positional else list(keys or [])
+            convs = [self._converter(table.c.get(k) if table is not None else None) for k in names]
+            if dialect.positional:
+                self.compiled[name] = (str(c), names, convs)
+            else:
+                self.compiled[name] = (str(c), None, dict(zip(names, convs, strict=True)))
 
-    def _value(self, v: Any) -> Any:
-        if isinstance(v, (dict, list)):
-            return db._dumps(v)
-        if self.sqlite:
-            if isinstance(v, datetime):
-                return v.isoformat(sep=" ", timespec="microseconds")
-            if isinstance(v, Decimal):
-                return float(v)
-        return v
+    def _converter(self, column: Any) -> Any:
+        """The one conversion a column's values need for this driver (None passes through)."""
+        if column is None:
+            return None
+        kind = column.type
+        if isinstance(kind, JSON) or getattr(kind, "impl", None).__class__ is JSON:
+            return _json_or_none
+        if self.sqlite and isinstance(kind, DateTime):
+            return _sqlite_datetime
+        if self.sqlite and isinstance(kind, Money):
+            return _float_or_none
+        return None
 
     def _args(self, name: str, params: dict[str, Any]) -> Any:
-        sql, order = self.compiled[name]
+        sql, order, convs = self.compiled[name]
         if order is not None:
-            return sql, tuple(self._value(params[k]) for k in order)
-        return sql, {k: self._value(v) for k, v in params.items()}
+            return sql, tuple(
+                params[k] if conv is None else conv(params[k])
+                for k, conv in zip(order, convs, strict=True)
+            )
+        return sql, {k: (v if convs.get(k) is None else convs[k](v)) for k, v in params.items()}
 
     def run(self, cur: Any, name: str, params: dict[str, Any]) -> Any:
         cur.execute(*self._args(name, params))
         return cur
 
     def run_many(self, cur: Any, name: str, rows: list[dict[str, Any]]) -> None:
-        sql, order = self.compiled[name]
-        if order is not None:
-            cur.executemany(sql, [tuple(self._value(r[k]) for k in order) for r in rows])
-        else:
-            cur.executemany(sql, [{k: self._value(v) for k, v in r.items()} for r in rows])
+        cur.executemany(self.compiled[name][0], [self._args(name, r)[1] for r in rows])
 
     def insert_id(self, cur: Any, name: str, params: dict[str, Any]) -> int:
         self.run(cur, name, params)
@@ -441,6 +462,19 @@ class _Statements:
         if cost is not None and not isinstance(cost, Decimal):
             cost = Decimal(str(round(float(cost), 10)))
         return Stored(row[0], response, stored_at, row[3], row[4], row[5], row[6], row[7], cost)
+
+
+def _json_or_none(v: Any) -> Any:
+    return None if v is None else db._dumps(v)
+
+
+def _sqlite_datetime(v: Any) -> Any:
+    # SQLAlchemy's SQLite DateTime storage format, so ORM/Core reads parse it back.
+    return None if v is None else v.isoformat(sep=" ", timespec="microseconds")
+
+
+def _float_or_none(v: Any) -> Any:
+    return None if v is None else float(v)
 
 
 _LOG_COLUMNS = [c.name for c in _LOG.columns if c.name != "id"]
