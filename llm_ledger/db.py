@@ -105,10 +105,20 @@ def make_engine(location: str, **kwargs: Any) -> Engine:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode = WAL")
+    # The journal mode is written into the file: switch WAL on for a new file or a ledger
+    # only, never for another application's database that ensure_schema will refuse.
+    if _new_or_ledger(cur):
+        cur.execute("PRAGMA journal_mode = WAL")
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+def _new_or_ledger(cur: Any) -> bool:
+    if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
+        return True
+    found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'call_log'"
+    return cur.execute(found).fetchone() is not None
 
 
 # --- migrations -------------------------------------------------------------
@@ -267,6 +277,16 @@ def _open_error(where: str, exc: DatabaseError) -> LedgerOpenError:
         return LedgerOpenError(
             f"{where} is not an SQLite database ({orig}); point cache_file_name / LLM_LEDGER_URL "
             "at a ledger file or a new path"
+        )
+    if "malformed" in str(orig):
+        return LedgerOpenError(
+            f"{where} is damaged ({orig}); restore it from a backup, salvage it with "
+            "`sqlite3 <file> .recover`, or point cache_file_name / LLM_LEDGER_URL at a new path"
+        )
+    if "unable to open database file" in str(orig):
+        return LedgerOpenError(
+            f"cannot open the ledger at {where} ({orig}); the path must name a file (not a "
+            "directory) this user can read and write, in a directory it can write"
         )
     if isinstance(exc, OperationalError):
         return LedgerOpenError(f"cannot open the ledger at {where}: {orig}")

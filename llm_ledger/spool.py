@@ -8,10 +8,12 @@ removes the file. Files are created readable by their owner only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
 from .records import CallRecord
@@ -34,12 +36,29 @@ def default_spool_path(url: str, spool_dir: str | None = None) -> Path:
 
 
 def append(path: Path, record: CallRecord) -> None:
-    line = json.dumps(record.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
+    """Append one record and fsync it (and, for a new file, its directory entry)."""
+    data = (json.dumps(record.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n").encode(
+        "utf-8"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock:
+        created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("utf-8"))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsync'd
+        fd = os.open(directory, os.O_RDONLY)
+        try:
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -50,12 +69,27 @@ def read(path: Path) -> tuple[list[CallRecord], int]:
     if not path.exists():
         return [], 0
     records, bad = [], 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                records.append(CallRecord.from_json(json.loads(line)))
-            except (ValueError, TypeError, KeyError):
-                bad += 1
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(CallRecord.from_json(json.loads(line.decode("utf-8"))))
+        except (ValueError, TypeError, KeyError):  # UnicodeDecodeError is a ValueError
+            bad += 1
     return records, bad
+
+
+def claim(path: Path) -> Path | None:
+    """Move the spool aside for recovery, atomically; None when there is none.
+
+    Records appended after the claim go to a new spool file, so a recovery that
+    deletes the claimed file when done cannot delete a record it never read, and
+    two recoveries (threads or processes) never read the same file.
+    """
+    claimed = path.with_name(f"{path.name}.recovering-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with _lock:
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            return None
+    return claimed
