@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ TERMINAL = (
     openai.PermissionDeniedError,
     openai.NotFoundError,
 )
+# A server asking for longer than this gets this (the SDK's own retries cap at 60 s too).
+MAX_RETRY_AFTER = 60.0
 RETRYABLE = (
     NonTerminalError,
     openai.RateLimitError,
@@ -61,12 +64,16 @@ def retry_after(exc: BaseException) -> float | None:
         return None
     try:
         if headers.get("retry-after-ms") is not None:
-            return float(headers["retry-after-ms"]) / 1000
-        if headers.get("retry-after") is not None:
-            return float(headers["retry-after"])
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif headers.get("retry-after") is not None:
+            seconds = float(headers["retry-after"])
+        else:
+            return None
     except (TypeError, ValueError):
+        return None  # an HTTP date or garbage: fall back to our own backoff
+    if not math.isfinite(seconds) or seconds < 0:
         return None
-    return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 @dataclass
@@ -120,6 +127,8 @@ def typed_error(exc: BaseException, attempts: int, key: str | None = None) -> Le
     message = scrub(f"{type(exc).__name__}: {exc}", key)
     if isinstance(exc, InvalidRequestError):
         return exc
+    if isinstance(exc, LedgerError) and not isinstance(exc, NonTerminalError):
+        return exc
     if isinstance(exc, TERMINAL):
         err: LedgerError = InvalidRequestError(message)
     elif isinstance(exc, openai.RateLimitError):
@@ -128,15 +137,15 @@ def typed_error(exc: BaseException, attempts: int, key: str | None = None) -> Le
             attempts=attempts,
             error_type=type(exc).__name__,
         )
-    elif isinstance(exc, LedgerError):
-        return exc
     else:
         err = APICallError(
             f"the API call failed after {attempts} attempt(s): {message}",
             attempts=attempts,
             error_type=type(exc).__name__,
         )
-    err.__cause__ = exc
+    # Not chained as __cause__: the SDK's message may echo the API key, and a printed
+    # traceback would show it. The original stays reachable as ``sdk_error``.
+    err.sdk_error = exc  # type: ignore[attr-defined]
     return err
 
 

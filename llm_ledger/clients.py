@@ -7,6 +7,7 @@ before they are returned; if the ledger cannot take them they go to the spool.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
@@ -156,8 +157,8 @@ class OpenAIClient:
     def _endpoint_host(self) -> str | None:
         if self._client is None:
             return None
-        parsed = urlparse(str(getattr(self._client, "base_url", "")))
-        return parsed.netloc or None
+        netloc = urlparse(str(getattr(self._client, "base_url", ""))).netloc
+        return netloc.rpartition("@")[2] or None  # never user:password@
 
     def _api_key(self) -> str | None:
         return getattr(self._client, "api_key", None) if self._client is not None else None
@@ -298,7 +299,7 @@ class OpenAIClient:
         sc = current_scope()
         body = request.body
         if self.redact is not None:
-            body = self.redact(dict(body))
+            body = self.redact(copy.deepcopy(body))  # the redactor may edit in place
         return CallRecord(
             call_uuid=str(uuid.uuid4()),
             created_at=_now(),

@@ -7,6 +7,7 @@ hits (``items_hit`` of ``items_total``).
 
 from __future__ import annotations
 
+import copy
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -165,7 +166,9 @@ class EmbeddingCall:
                     request_hash=item.request_hash,
                     kind="embedding",
                     model=r.model,
-                    request=item.body if self.c.redact is None else self.c.redact(dict(item.body)),
+                    request=item.body
+                    if self.c.redact is None
+                    else self.c.redact(copy.deepcopy(item.body)),
                     response=item_response,
                     usage=item_usage,
                     cost_usd=item_cost.cost_usd,

@@ -59,7 +59,8 @@ class SchemaVersionError(LedgerOpenError):
 
 
 class APICallError(LedgerError):
-    """The API call failed after all attempts; ``__cause__`` holds the last SDK error."""
+    """The API call failed after all attempts; ``sdk_error`` holds the last SDK error (scrubbed
+    from the message; not chained, so a traceback never prints an API key it may echo)."""
 
     def __init__(self, message: str, *, attempts: int, error_type: str) -> None:
         super().__init__(message)

@@ -186,7 +186,20 @@ class Ledger:
         try:
             return self.record(rec)
         except self.errors as exc:
-            spool.append(self.spool_path, rec)
+            try:
+                spool.append(self.spool_path, rec)
+            except OSError as spool_exc:
+                # Nowhere durable to put it: the caller still gets its answer, and the log
+                # carries the whole record so it can be replayed by hand.
+                log.critical(
+                    "ledger.spool_failed",
+                    db=db.describe(self.url),
+                    call_uuid=rec.call_uuid,
+                    error=str(exc)[:300],
+                    spool_error=str(spool_exc)[:300],
+                    record=rec.to_json(),
+                )
+                return {}
             log.error(
                 "ledger.write_failed",
                 db=db.describe(self.url),
@@ -197,8 +210,12 @@ class Ledger:
             )
             return {}
 
-    def _record(self, cur: Any, rec: CallRecord) -> dict[int, Stored]:
-        """All of one call's writes, on one DBAPI cursor inside one transaction."""
+    def _record(self, cur: Any, rec: CallRecord, *, recovering: bool = False) -> dict[int, Stored]:
+        """All of one call's writes, on one DBAPI cursor inside one transaction.
+
+        ``recovering``: a spooled call whose caller already got its own answer; if another
+        call cached that slot meanwhile, the audit row still names the answer given.
+        """
         st, now = self._sql, rec.created_at
         requests = {rec.request_hash: (rec.kind, rec.model, rec.request)}
         for a in rec.answers:
@@ -255,7 +272,8 @@ class Ledger:
         response_id = rec.served_response_id
         if rec.primary_answer is not None:
             p = rec.primary_answer
-            response_id = winners[p].response_id if p in winners else response_ids[p]
+            lost_race = p in winners and not recovering
+            response_id = winners[p].response_id if lost_race else response_ids[p]
         u = rec.usage
         call_id = st.insert_id(
             cur,
@@ -341,50 +359,55 @@ class Ledger:
     # --- spool --------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
-        """Write spooled records into the ledger, each exactly once; remove the spool."""
+        """Write spooled records into the ledger, each exactly once.
+
+        The spool is first moved aside (``spool.claim``), so a record another thread spools
+        meanwhile lands in a new file and is never deleted unread. Records the database still
+        refuses go back to the spool (``pending``); unreadable lines are kept beside it in
+        ``<spool>.unreadable``. Claimed files left by a process that died mid-recovery are
+        picked up too: recovery is idempotent by ``call_uuid``.
+        """
+        counts = {"written": 0, "already_present": 0, "unreadable": 0, "pending": 0}
         with _recover_lock:
-            records, unreadable = spool.read(self.spool_path)
-            written = already = 0
-            for rec in records:
-                try:
-                    with self._transaction() as cur:
-                        if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
-                            already += 1
-                            continue
-                        self._record(cur, rec)
-                        written += 1
-                except self.errors as exc:
-                    log.error(
-                        "ledger.recover_failed",
-                        db=db.describe(self.url),
-                        error=str(getattr(exc, "orig", exc))[:300],
-                        spool=str(self.spool_path),
-                    )
-                    return {
-                        "written": written,
-                        "already_present": already,
-                        "unreadable": unreadable,
-                        "pending": len(records) - written - already,
-                    }
-            if records or unreadable:
-                if unreadable:
-                    bad = self.spool_path.with_name(self.spool_path.name + ".unreadable")
-                    self.spool_path.replace(bad)
-                else:
-                    self.spool_path.unlink()
-                log.warning(
-                    "ledger.recovered",
-                    db=db.describe(self.url),
-                    written=written,
-                    already_present=already,
-                    unreadable=unreadable,
+            claimed = spool.orphaned_claims(self.spool_path)
+            mine = spool.claim(self.spool_path)
+            if mine is not None:
+                claimed.append(mine)
+            for path in claimed:
+                records, bad = spool.read(path)
+                counts["unreadable"] += bad
+                pending: list[CallRecord] = []
+                for rec in records:
+                    if pending:  # the database is failing: keep the rest for next time
+                        pending.append(rec)
+                        continue
+                    try:
+                        with self._transaction() as cur:
+                            if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
+                                counts["already_present"] += 1
+                                continue
+                            self._record(cur, rec, recovering=True)
+                            counts["written"] += 1
+                    except self.errors as exc:
+                        log.error(
+                            "ledger.recover_failed",
+                            db=db.describe(self.url),
+                            error=str(getattr(exc, "orig", exc))[:300],
+                            spool=str(self.spool_path),
+                        )
+                        pending.append(rec)
+                for rec in pending:
+                    spool.append(self.spool_path, rec)
+                counts["pending"] += len(pending)
+                spool.retire(
+                    path,
+                    keep_as=self.spool_path.with_name(self.spool_path.name + ".unreadable")
+                    if bad
+                    else None,
                 )
-            return {
-                "written": written,
-                "already_present": already,
-                "unreadable": unreadable,
-                "pending": 0,
-            }
+            if counts["written"] or counts["already_present"] or counts["unreadable"]:
+                log.warning("ledger.recovered", db=db.describe(self.url), **counts)
+        return counts
 
     # --- helpers for reports and tests --------------------------------------
 

@@ -93,3 +93,40 @@ def claim(path: Path) -> Path | None:
         except FileNotFoundError:
             return None
     return claimed
+
+
+def orphaned_claims(path: Path) -> list[Path]:
+    """Claimed files whose recovering process is gone (it died mid-recovery)."""
+    found = []
+    for claimed in sorted(path.parent.glob(path.name + ".recovering-*")):
+        pid = claimed.name.rsplit(".recovering-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        found.append(claimed)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def retire(claimed: Path, keep_as: Path | None = None) -> None:
+    """Done with a claimed file: delete it, or (it had unreadable lines) append it to ``keep_as``."""
+    try:
+        if keep_as is not None:
+            data = claimed.read_bytes()
+            fd = os.open(keep_as, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        claimed.unlink()
+    except FileNotFoundError:
+        pass  # another recovery finished it

@@ -152,11 +152,6 @@ def test_the_key_never_reaches_an_export_bundle(client, api, db_path, tmp_path) 
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: api.typed_error chains the SDK error (__cause__) unscrubbed, so the "
-    "traceback of a raise_on_error failure prints the API key",
-)
 def test_the_key_is_not_in_the_traceback_of_a_raised_error(client, api) -> None:
     api.fail_next(401, message=f"Incorrect API key provided: {TEST_KEY}.")
     with pytest.raises(llm_ledger.InvalidRequestError) as info:
@@ -164,10 +159,6 @@ def test_the_key_is_not_in_the_traceback_of_a_raised_error(client, api) -> None:
     assert TEST_KEY not in "".join(traceback.format_exception(info.value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: clients._endpoint_host stores the base URL's netloc, credentials included",
-)
 def test_credentials_in_the_base_url_never_reach_the_database(
     api, db_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,11 +223,6 @@ def test_redact_scrubs_the_stored_request_but_the_hash_is_of_the_real_one(
     assert "3400 0000 0000 009" not in spooled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: clients._base_record gives redact a shallow copy of the request body, so a "
-    "redactor that edits messages in place changes what is sent to the API",
-)
 def test_a_redactor_editing_in_place_does_not_change_what_is_sent(api, db_path) -> None:
     def in_place(body: dict[str, Any]) -> dict[str, Any]:
         for m in body["messages"]:

@@ -266,11 +266,6 @@ def test_cli_recover_writes_the_spool(client, api, db_path, short_busy) -> None:
     assert counts(str(db_path))["call_log"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Ledger._record points a recovered call's audit row at the cache entry that won "
-    "meanwhile, not at the answer its caller was given (which stays in responses, unreferenced)",
-)
 def test_a_recovered_call_names_the_answer_its_caller_got(client, api, db_path, short_busy) -> None:
     client.send_message(msgs("first"), temperature=0)
     with ExclusiveLock(db_path):
@@ -322,11 +317,6 @@ def test_threads_and_processes_append_whole_lines(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Ledger.recover reads the spool, then unlinks it: a record appended in "
-    "between (another thread's failed write) is deleted without ever being written",
-)
 def test_a_record_spooled_during_recovery_is_not_lost(
     client, api, db_path, short_busy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
