@@ -1,5 +1,824 @@
-"""Commands: see llm_ledger/cli/__init__.py."""
+"""Commands: info, migrate, calls, show, sql, recover, demo (see llm_ledger/cli/__init__.py).
+
+Every command here but ``migrate``, ``recover`` and ``demo`` only reads, through a
+connection the database itself keeps read-only (:func:`read_only`), so ``llm-ledger sql``
+can be handed to analysts: SQLite is opened ``mode=ro`` with an authorizer that refuses
+anything but reads; PostgreSQL and MariaDB sessions are set READ ONLY; one statement
+runs per call (PostgreSQL gets it as a prepared statement, which the server refuses to
+hold two of, so ``COMMIT; DROP ...`` cannot leave the read-only transaction).
+"""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import contextlib
+import json
+import re
+import shlex
+import sqlite3
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from sqlalchemy import (
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    create_engine,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.pool import NullPool
+from typer.core import TyperCommand
+
+from .. import config, db, keys, spool
+from ..errors import LedgerError
+from ..models import VIEW_NAMES, Base, CallLog, Request, Response
+from ..repository import Ledger
+from . import app
+from .output import (
+    FORMAT_OPTION,
+    Format,
+    emit,
+    emit_fields,
+    emit_json_block,
+    emit_object,
+    fail,
+    stdin_text,
+    wide,
+)
+
+_LOG = CallLog.__table__
+_REQ = Request.__table__
+_RESP = Response.__table__
+TABLE_ORDER = ("requests", "responses", "cache_entries", "call_log", "call_tags")
+PROMPT_CHARS = 60
+
+
+# --- read-only connections ---------------------------------------------------
+
+# SQLite authorizer actions a query may take; PRAGMAs only to look, not to set.
+_SQLITE_ACTIONS = {
+    getattr(sqlite3, "SQLITE_" + name): name.replace("_", " ")
+    for name in (
+        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER "
+        "CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE "
+        "DROP_TEMP_INDEX DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER "
+        "DROP_VIEW INSERT PRAGMA READ SELECT TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE "
+        "REINDEX ANALYZE CREATE_VTABLE DROP_VTABLE FUNCTION SAVEPOINT RECURSIVE"
+    ).split()
+    if hasattr(sqlite3, "SQLITE_" + name)
+}
+_SQLITE_READS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_SQLITE_LOOKING_PRAGMAS = frozenset(
+    "table_info table_xinfo table_list index_list index_info index_xinfo foreign_key_list "
+    "foreign_key_check database_list collation_list function_list pragma_list module_list "
+    "compile_options integrity_check quick_check".split()
+)
+
+
+class _ReadOnlySqlite(sqlite3.Connection):
+    """An SQLite connection that remembers what its authorizer refused (for the message)."""
+
+    refused: str | None = None
+
+    def authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+        if action in _SQLITE_READS or (
+            action == sqlite3.SQLITE_PRAGMA
+            and (arg2 is None or (arg1 or "").lower() in _SQLITE_LOOKING_PRAGMAS)
+        ):
+            return sqlite3.SQLITE_OK
+        if self.refused is None:
+            what = _SQLITE_ACTIONS.get(action, f"action {action}")
+            if action == sqlite3.SQLITE_PRAGMA:
+                self.refused = f"PRAGMA {arg1} = {arg2}"
+            else:
+                self.refused = f"{what} {arg1}" if arg1 else what
+        return sqlite3.SQLITE_DENY
+
+
+def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(
+        uri,
+        uri=True,
+        factory=_ReadOnlySqlite,
+        timeout=db.SQLITE_BUSY_TIMEOUT_MS / 1000,
+        check_same_thread=False,
+    )
+    conn.execute("PRAGMA query_only = ON")
+    conn.set_authorizer(conn.authorize)
+    return conn
+
+
+def _read_only_engine(location: str) -> Engine:
+    url = db.normalize_url(location)
+    path = db.sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            fail(
+                f"no ledger at {path}: one is created by the first call, or by "
+                f"`llm-ledger --db {shlex.quote(str(path))} migrate`"
+            )
+        return create_engine(
+            "sqlite://", creator=partial(_connect_sqlite_read_only, path), poolclass=NullPool
+        )
+    # prepare_threshold=0: psycopg prepares every statement (extended protocol: one statement).
+    extra = {"connect_args": {"prepare_threshold": 0}} if url.startswith("postgresql") else {}
+    try:
+        return db.make_engine(location, poolclass=NullPool, **extra)
+    except LedgerError as exc:
+        fail(str(exc))
+
+
+@contextlib.contextmanager
+def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection]:
+    """A connection the database holds read-only; ``need_ledger``: refuse a non-ledger."""
+    engine = _read_only_engine(location)
+    where = _where(location)
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        engine.dispose()
+        fail(f"cannot open the ledger at {where}: {_db_message(exc)}")
+    try:
+        try:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                conn.commit()
+            elif conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+                conn.commit()
+                conn.exec_driver_sql("START TRANSACTION READ ONLY")
+            if need_ledger:
+                _check_ledger(conn, where)
+        except DBAPIError as exc:
+            fail(f"cannot read the ledger at {where}: {_db_message(exc)}")
+        yield conn
+    finally:
+        with contextlib.suppress(SQLAlchemyError):
+            conn.rollback()
+        conn.close()
+        engine.dispose()
+
+
+def _where(location: str) -> str:
+    return db.describe(db.normalize_url(location))
+
+
+def _check_ledger(conn: Connection, where: str) -> None:
+    rev, head = db.current_revision(conn), db.head_revision()
+    if rev == head:
+        return
+    if rev is None:
+        fail(
+            f"{where} holds no ledger (no schema revision): point --db at a ledger, "
+            "or create one with `llm-ledger migrate`"
+        )
+    if rev not in db.known_revisions():
+        fail(
+            f"{where} has schema revision {rev}, which this llm_ledger does not know "
+            f"(its newest is {head}); upgrade with `pip install -U llm-ledger`"
+        )
+    fail(f"{where} has schema revision {rev}, older than {head}; run `llm-ledger migrate` first")
+
+
+def _db_message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
+        return str(args[1]).strip()
+    return str(orig).strip()
+
+
+# --- one statement, read-only -------------------------------------------------
+
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def statements(sql: str, dialect: str) -> list[str]:
+    """The SQL split at top-level semicolons, literals and comments blanked out, empties dropped.
+
+    Only for counting statements and finding keywords; the database does the parsing.
+    """
+    mysql = dialect in ("mysql", "mariadb")
+    parts: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch, two = sql[i], sql[i : i + 2]
+        if two == "--" or (mysql and ch == "#"):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            buf.append(" ")
+        elif two == "/*":
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            buf.append(" ")
+        elif ch in "'\"`":
+            backslash = ch != "`" and (
+                mysql or (dialect == "postgresql" and i > 0 and sql[i - 1] in "eE")
+            )
+            j = i + 1
+            while j < n:
+                if backslash and sql[j] == "\\":
+                    j += 2
+                elif sql[j] == ch and sql[j + 1 : j + 2] == ch:
+                    j += 2
+                elif sql[j] == ch:
+                    break
+                else:
+                    j += 1
+            i = j + 1
+            buf.append(" ? ")
+        elif ch == "$" and dialect == "postgresql" and (m := _DOLLAR_QUOTE.match(sql, i)):
+            end = sql.find(m.group(0), m.end())
+            i = n if end < 0 else end + len(m.group(0))
+            buf.append(" ? ")
+        elif ch == ";":
+            parts.append("".join(buf))
+            buf = []
+            i += 1
+        else:
+            buf.append(ch)
+            i += 1
+    parts.append("".join(buf))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _refusal(exc: DBAPIError, conn: Connection) -> str | None:
+    """The database's reason when it refused a statement as a write; None for other errors."""
+    orig = exc.orig
+    message = str(orig).strip()
+    name = conn.dialect.name
+    if name == "sqlite":
+        refused = getattr(conn.connection.dbapi_connection, "refused", None)
+        if refused is not None and ("not authorized" in message or "authorization" in message):
+            return f"{message}: {refused}"
+        if "readonly database" in message or "one statement at a time" in message:
+            return message
+    elif name == "postgresql":
+        if getattr(orig, "sqlstate", None) in ("25006", "25001") or "multiple commands" in message:
+            return message.splitlines()[0]
+    elif name in ("mysql", "mariadb"):
+        args = getattr(orig, "args", ())
+        if args and args[0] in (1792, 1290):  # read-only transaction, --read-only server
+            return str(args[-1])
+    return None
+
+
+def run_query(
+    location: str, query: str, params: dict[str, str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Run one read-only statement with ``:name`` parameters; (columns, rows)."""
+    dialect = make_url(db.normalize_url(location)).get_backend_name()
+    parts = statements(query, dialect)
+    if not parts:
+        fail("empty query: pass the SQL as an argument, or - to read it from stdin")
+    if len(parts) > 1:
+        fail(
+            f"read-only: one statement per call, and this holds {len(parts)} "
+            "(`llm-ledger sql` never changes the ledger)"
+        )
+    words = parts[0].upper().split()
+    if dialect == "postgresql" and words[0] == "COPY":
+        fail("read-only: COPY is not allowed (it can write files on the server); use --format csv")
+    if dialect in ("mysql", "mariadb") and re.search(r"\bINTO\s+(OUT|DUMP)FILE\b", parts[0], re.I):
+        fail("read-only: SELECT ... INTO OUTFILE is not allowed; use --format csv")
+    stmt = text(query)
+    wanted = set(stmt.compile().params)
+    for name in sorted(wanted - set(params)):
+        fail(f"the query uses :{name}; give it a value with -p {name} VALUE")
+    for name in sorted(set(params) - wanted):
+        fail(f"-p {name}: the query has no :{name} parameter")
+    with read_only(location, need_ledger=False) as conn:
+        try:
+            result = conn.execute(stmt, params)
+            if not result.returns_rows:
+                return [], []
+            names = _unique(list(result.keys()))
+            return names, [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        except DBAPIError as exc:
+            reason = _refusal(exc, conn)
+            if reason is not None:
+                fail(
+                    "read-only: `llm-ledger sql` does not change the ledger; the database "
+                    f"refused this {words[0]} statement ({reason})"
+                )
+            fail(_db_message(exc))
+        except StatementError as exc:
+            fail(str(exc.orig or exc).splitlines()[0])
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Result columns as dict keys: a repeated name gets _2, _3..."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
+class _ParamPairs(TyperCommand):
+    """Lets ``-p NAME VALUE`` repeat: each pair becomes ``-p NAME -p VALUE`` before parsing."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "--":
+                out += args[i:]
+                break
+            if args[i] in ("-p", "--param"):
+                if len(args) - i < 3:
+                    raise typer.BadParameter("expects two values: NAME VALUE", param_hint="-p")
+                out += [args[i], args[i + 1], args[i], args[i + 2]]
+                i += 3
+            else:
+                out.append(args[i])
+                i += 1
+        return super().parse_args(ctx, out)
+
+
+# --- commands -------------------------------------------------------------------
+
+
+@app.command()
+def info(ctx: typer.Context, fmt: Format = FORMAT_OPTION) -> None:
+    """Which database, its schema revision, row counts and size on disk.
+
+    \b
+    Example: llm-ledger --db postgresql://app@db.internal/ledger info
+    """
+    location = ctx.obj.db
+    with read_only(location, need_ledger=False) as conn:
+        where = _where(location)
+        rev, head = db.current_revision(conn), db.head_revision()
+        present = set(inspect(conn).get_table_names())
+        tables = [t for t in TABLE_ORDER if t in present]
+        views = [v for v in VIEW_NAMES if v in set(inspect(conn).get_view_names())]
+        rows = {
+            t: int(
+                conn.execute(select(func.count()).select_from(Base.metadata.tables[t])).scalar_one()
+            )
+            for t in tables
+        }
+        size, detail = _size(conn, location, tables)
+        engine = "mariadb" if getattr(conn.dialect, "is_mariadb", False) else conn.dialect.name
+    state = _revision_state(rev, head)
+    if fmt is Format.json:
+        emit_object(
+            {
+                "database": where,
+                "engine": engine,
+                "revision": rev,
+                "head": head,
+                "current": rev == head,
+                "rows": rows,
+                "views": views,
+                "size_bytes": size,
+                **detail,
+            }
+        )
+        return
+    fields = [
+        ("database", where),
+        ("engine", engine),
+        ("revision", state),
+        ("size", _size_text(size, detail)),
+        ("views", ", ".join(views) or None),
+    ]
+    if fmt is Format.csv:
+        emit(
+            [{"field": k, "value": v} for k, v in fields]
+            + [{"field": f"rows.{t}", "value": n} for t, n in rows.items()],
+            ["field", "value"],
+            fmt,
+        )
+        return
+    emit_fields("ledger", fields)
+    emit_fields("rows", [(t, f"{n:,}") for t, n in rows.items()])
+
+
+def _revision_state(rev: str | None, head: str) -> str:
+    if rev is None:
+        return "none: no ledger schema here yet (`llm-ledger migrate` creates it)"
+    if rev == head:
+        return f"{rev} (current)"
+    if rev in db.known_revisions():
+        return f"{rev} (older than {head}: run `llm-ledger migrate`)"
+    return f"{rev} (unknown: newer than this llm_ledger's {head}; upgrade llm-ledger)"
+
+
+def _size(conn: Connection, location: str, tables: list[str]) -> tuple[int, dict[str, int]]:
+    """The ledger's bytes on disk, and the parts they were added from."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        path = db.sqlite_path(db.normalize_url(location))
+        if path is None:
+            return 0, {}
+        wal = path.with_name(path.name + "-wal")
+        detail = {
+            "file_bytes": path.stat().st_size,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+        }
+        return detail["file_bytes"] + detail["wal_bytes"], detail
+    names = [*tables, "alembic_version"]
+    if name == "postgresql":
+        total = conn.execute(
+            text(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "WHERE c.relkind = 'r' AND c.relname IN :names "
+                "AND c.relnamespace = to_regnamespace(current_schema())"
+            ).bindparams(bindparam("names", expanding=True)),
+            {"names": names},
+        ).scalar_one()
+        database = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        return int(total), {"database_bytes": int(database)}
+    if name in ("mysql", "mariadb"):
+        total = conn.execute(
+            text(
+                "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name IN :names"
+            ).bindparams(bindparam("names", expanding=True)),
+            {"names": names},
+        ).scalar_one()
+        return int(total), {}
+    return 0, {}
+
+
+def _size_text(size: int, detail: dict[str, int]) -> str:
+    def human(n: int) -> str:
+        value = float(n)
+        for unit in ("bytes", "KiB", "MiB", "GiB"):
+            if value < 1024 or unit == "GiB":
+                return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+            value /= 1024
+        return f"{n:,} bytes"  # pragma: no cover
+
+    if "file_bytes" in detail:
+        return (
+            f"{human(size)} ({size:,} bytes: file {detail['file_bytes']:,} "
+            f"+ WAL {detail['wal_bytes']:,})"
+        )
+    if "database_bytes" in detail:
+        return (
+            f"{human(size)} ({size:,} bytes in the ledger's tables; "
+            f"whole database {human(detail['database_bytes'])})"
+        )
+    return f"{human(size)} ({size:,} bytes in the ledger's tables)"
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create the ledger's schema, or upgrade it to this version's head revision.
+
+    Needed for PostgreSQL and MariaDB ledgers after an upgrade of llm-ledger (SQLite
+    ledgers are upgraded when opened). Safe to run again: it then changes nothing.
+
+    \b
+    Example: llm-ledger --db postgresql://app@db.internal/ledger migrate
+    """
+    location = ctx.obj.db
+    where = _where(location)
+    try:
+        engine = db.make_engine(location, poolclass=NullPool)
+    except LedgerError as exc:
+        fail(str(exc))
+    try:
+        with engine.connect() as conn:
+            rev = db.current_revision(conn)
+            tables = set(inspect(conn).get_table_names())
+        head = db.head_revision()
+        if rev == head:
+            typer.echo(f"already at {head} ({where})")
+            return
+        if rev is not None and rev not in db.known_revisions():
+            fail(
+                f"{where} has schema revision {rev}, which this llm_ledger does not know "
+                f"(its newest is {head}); upgrade with `pip install -U llm-ledger`"
+            )
+        if rev is None and tables & db.LEDGER_TABLES:
+            fail(
+                f"{where} holds ledger tables but no alembic_version; stamp it with "
+                "`alembic -x url=... stamp head` if it is a ledger, or use another database"
+            )
+        if rev is None and tables and engine.dialect.name == "sqlite":
+            fail(
+                f"{where} is an SQLite database of another application "
+                f"(tables: {', '.join(sorted(tables)[:5])}); point --db at a new file"
+            )
+        before, after = db.upgrade(engine)
+        typer.echo(f"migrated {where} from {before or 'empty'} to {after}")
+    except DBAPIError as exc:
+        fail(f"cannot migrate {where}: {_db_message(exc)}")
+    finally:
+        engine.dispose()
+
+
+class Status(str, Enum):
+    ok = "ok"
+    error = "error"
+    refused = "refused"
+
+
+class Cache(str, Enum):
+    hit = "hit"
+    miss = "miss"
+    bypass = "bypass"
+
+
+CALL_COLUMNS = (
+    "id",
+    "created_at",
+    "kind",
+    "model",
+    "cache_status",
+    "status",
+    "attempts",
+    "latency_ms",
+    "total_tokens",
+    "cost_usd",
+    "prompt",
+)
+
+
+@app.command()
+def calls(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this UTC date or datetime on (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")] = None,
+    status: Annotated[Status | None, typer.Option(help="ok, error or refused.")] = None,
+    cache: Annotated[Cache | None, typer.Option(help="hit, miss or bypass.")] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(help="Text in the request or the answer JSON (case-insensitive)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many calls; 0: all.")] = 20,
+    fmt: Format = FORMAT_OPTION,
+) -> None:
+    """The call log, newest first: one line per call with its prompt (first 60 characters).
+
+    \b
+    Example: llm-ledger calls --model gpt-4o-mini --since 2026-05-01 --cache miss --limit 50
+    """
+    lo, hi = _time_bound(since, "--since"), _time_bound(until, "--until", end=True)
+    stmt = (
+        select(*(_LOG.c[c] for c in CALL_COLUMNS[:-1]), _REQ.c.request)
+        .join_from(_LOG, _REQ, _REQ.c.request_hash == _LOG.c.request_hash)
+        .order_by(_LOG.c.created_at.desc(), _LOG.c.id.desc())
+    )
+    for column, value in (
+        (_LOG.c.model, model),
+        (_LOG.c.run, run),
+        (_LOG.c.status, status.value if status else None),
+        (_LOG.c.cache_status, cache.value if cache else None),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if lo is not None:
+        stmt = stmt.where(_LOG.c.created_at >= lo)
+    if hi is not None:
+        stmt = stmt.where(_LOG.c.created_at < hi)
+    if search:
+        needle = search.lower()
+        stmt = stmt.outerjoin(_RESP, _RESP.c.id == _LOG.c.response_id).where(
+            or_(
+                func.lower(cast(_REQ.c.request, Text)).contains(needle, autoescape=True),
+                func.lower(cast(_RESP.c.response, Text)).contains(needle, autoescape=True),
+            )
+        )
+    if limit:
+        stmt = stmt.limit(limit)
+    with read_only(ctx.obj.db) as conn:
+        rows = [dict(row._mapping) for row in conn.execute(stmt)]
+    for row in rows:
+        row["prompt"] = prompt_of(row.pop("request"))
+    emit(rows, CALL_COLUMNS, fmt, width=wide())
+
+
+def _time_bound(value: str | None, option: str, *, end: bool = False) -> datetime | None:
+    """A UTC bound: a date alone is its midnight (``end``: the next midnight)."""
+    if value is None:
+        return None
+    text_value = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text_value):
+            day = date.fromisoformat(text_value) + timedelta(days=1 if end else 0)
+            return datetime(day.year, day.month, day.day)
+        if text_value.endswith(("Z", "z")):
+            text_value = text_value[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text_value)
+    except ValueError:
+        fail(
+            f"{option} {value!r}: expected a date (2026-05-01) or a UTC datetime "
+            "(2026-05-01T12:30:00, or with an offset such as +02:00)"
+        )
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def prompt_of(request: Any) -> str:
+    """The last message of a chat request (the input of an embedding), on one line, cut short."""
+    if isinstance(request, str):
+        try:
+            request = json.loads(request)
+        except ValueError:
+            return " ".join(request.split())[:PROMPT_CHARS]
+    if not isinstance(request, dict):
+        return ""
+    messages = request.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        found = keys.message_text(messages[-1])
+    elif isinstance(request.get("input"), str):
+        found = request["input"]
+    elif isinstance(request.get("input"), list):
+        found = " ".join(str(item) for item in request["input"])
+    else:
+        found = ""
+    return " ".join(found.split())[:PROMPT_CHARS]
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    call: Annotated[str, typer.Argument(help="The call's id (from `calls`) or its call_uuid.")],
+    fmt: Format = FORMAT_OPTION,
+) -> None:
+    """One call in full: its audit row, request, response, usage, cost, attempts and error.
+
+    \b
+    Example: llm-ledger show 42 --format json
+    """
+    where = _LOG.c.id == int(call) if call.isdigit() else _LOG.c.call_uuid == call
+    with read_only(ctx.obj.db) as conn:
+        row = conn.execute(select(_LOG).where(where)).mappings().first()
+        if row is None:
+            fail(f"no call {call} in {_where(ctx.obj.db)}; `llm-ledger calls` lists them")
+        request = conn.execute(
+            select(_REQ.c.request).where(_REQ.c.request_hash == row["request_hash"])
+        ).scalar()
+        response = None
+        if row["response_id"] is not None:
+            response = conn.execute(
+                select(_RESP.c.response).where(_RESP.c.id == row["response_id"])
+            ).scalar()
+    doc = call_document(dict(row), request, response)
+    if fmt is Format.json:
+        emit_object(doc)
+        return
+    if fmt is Format.csv:
+        flat = {**row, "request": request, "response": response}
+        emit([flat], list(flat), fmt)
+        return
+    emit_fields(f"call {row['id']}", doc["call"].items())
+    for section in ("usage", "cost"):
+        emit_fields(section, doc[section].items())
+    emit_fields("error", (doc["error"] or {}).items())
+    emit_json_block("request", request)
+    emit_json_block("response", response)
+
+
+_USAGE = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "tokens_estimated",
+)
+_COST = ("cost_usd", "saved_usd", "cost_note", "price_version")
+_ERROR = ("error_type", "error_message")
+
+
+def call_document(row: dict[str, Any], request: Any, response: Any) -> dict[str, Any]:
+    """What `show` prints: the audit row grouped (call, usage, cost, error), request, response."""
+    grouped = set(_USAGE) | set(_COST) | set(_ERROR)
+    failed = row["error_type"] is not None or row["error_message"] is not None
+    return {
+        "call": {k: v for k, v in row.items() if k not in grouped},
+        "usage": {k: row[k] for k in _USAGE},
+        "cost": {k: row[k] for k in _COST},
+        "error": {k: row[k] for k in _ERROR} if failed else None,
+        "request": request,
+        "response": response,
+    }
+
+
+@app.command(cls=_ParamPairs)
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="One SQL statement, or - to read it from stdin.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-p",
+            "--param",
+            metavar="NAME VALUE",
+            help="Bind :NAME in the query to VALUE (a string); repeat for more.",
+        ),
+    ] = None,
+    fmt: Format = FORMAT_OPTION,
+) -> None:
+    """Run one read-only SQL query on the ledger (tables and views: see docs/schema.md).
+
+    The database refuses any write: SQLite is opened read-only, PostgreSQL and MariaDB
+    sessions are READ ONLY, and only one statement runs. A refused write or bad SQL
+    prints the database's message and exits with code 2.
+
+    \b
+    Example: llm-ledger sql "SELECT model, calls, cost_usd FROM model_costs WHERE calls > :n" -p n 10
+    """
+    source = stdin_text() if query == "-" else query
+    pairs = param or []
+    params = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    columns, rows = run_query(ctx.obj.db, source, params)
+    emit(rows, columns, fmt, width=wide())
+
+
+class _CountingLedger(Ledger):
+    """Keeps the counts of the recovery ``Ledger.__init__`` runs when it finds a spool."""
+
+    counts: dict[str, int] | None = None
+
+    def recover(self) -> dict[str, int]:
+        result = super().recover()
+        if self.counts is None:
+            self.counts = result
+        return result
+
+
+@app.command()
+def recover(ctx: typer.Context) -> None:
+    """Write the calls spooled while the database was unreachable into the ledger (once each).
+
+    \b
+    Example: llm-ledger --db postgresql://app@db.internal/ledger recover
+    """
+    location = ctx.obj.db
+    where = _where(location)
+    spool_dir = config.settings().spool_dir
+    path = spool.default_spool_path(db.normalize_url(location), spool_dir)
+    if not path.exists():
+        typer.echo(f"nothing to recover: no spool file at {path}")
+        return
+    try:
+        ledger = _CountingLedger(location, spool_dir=spool_dir)
+    except LedgerError as exc:
+        fail(str(exc))
+    try:
+        counts = ledger.counts if ledger.counts is not None else ledger.recover()
+    finally:
+        ledger.close()
+    typer.echo(
+        f"recovered {path} into {where}: {counts['written']} written, "
+        f"{counts['already_present']} already present, {counts['unreadable']} unreadable, "
+        f"{counts['pending']} pending"
+    )
+    if counts["unreadable"]:
+        typer.echo(f"unreadable lines kept in {path.name}.unreadable")
+    if counts["pending"]:
+        fail(
+            f"{counts['pending']} spooled calls are still in {path}: the database refused "
+            "them; run `llm-ledger recover` again once it accepts writes"
+        )
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Make a few calls twice and show the second pass answered from the ledger.
+
+    Without OPENAI_API_KEY it starts llm_ledger's local test server and uses that.
+
+    \b
+    Example: llm-ledger --db /tmp/demo.db demo
+    """
+    from ..demo import run_demo
+
+    code = run_demo(ctx.obj.db, echo=typer.echo)
+    if code:
+        raise typer.Exit(code)

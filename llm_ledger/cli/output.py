@@ -6,8 +6,9 @@ import csv
 import enum
 import io
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -15,6 +16,9 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+
+# Tables piped to a file or another program are not folded to a terminal's width.
+PIPE_WIDTH = 240
 
 
 class Format(str, enum.Enum):
@@ -38,6 +42,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """``_plain`` all the way down: what ``--format json`` prints for nested values."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return _plain(value)
+
+
 def _cell(value: Any) -> str:
     value = _plain(value)
     if value is None:
@@ -45,14 +58,30 @@ def _cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if isinstance(value, float):
-        return f"{Decimal(repr(value)):f}"  # money without scientific notation
+        # Plain notation (money), 15 significant digits like the sqlite3 shell: a sum of
+        # REAL dollars prints 0.000027, not 0.000027000000000000002.
+        return f"{Decimal(repr(float(f'{value:.15g}'))):f}" if math.isfinite(value) else str(value)
     return str(value)
 
 
+def wide() -> int:
+    """A table width: the terminal's when there is one, else wide enough not to fold rows."""
+    console = Console()
+    return max(100, console.width) if console.is_terminal else PIPE_WIDTH
+
+
 def emit(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: Format,
+    title: str | None = None,
+    *,
+    width: int | None = None,
 ) -> None:
-    """Print rows (dicts) with the given columns, in order."""
+    """Print rows (dicts) with the given columns, in order.
+
+    ``width`` sets the table's console width (default: the terminal's, at least 100).
+    """
     if fmt is Format.json:
         out = [{c: _plain(r.get(c)) for c in columns} for r in rows]
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2, default=str))
@@ -69,7 +98,37 @@ def emit(
             table.add_column(c, overflow="fold")
         for r in rows:
             table.add_row(*[_cell(r.get(c)) for c in columns])
-        Console(width=max(100, Console().width), soft_wrap=False).print(table)
+        console_width = width if width is not None else max(100, Console().width)
+        Console(width=console_width, soft_wrap=False).print(table)
+
+
+def emit_object(obj: Mapping[str, Any]) -> None:
+    """One JSON object (``--format json`` of a single thing: ``show``, ``info``)."""
+    typer.echo(json.dumps(plain(obj), ensure_ascii=False, indent=2, default=str))
+
+
+def emit_fields(title: str, fields: Iterable[tuple[str, Any]], indent: int = 2) -> None:
+    """A titled block of aligned ``name  value`` lines; None prints as ``-``."""
+    pairs = list(fields)
+    typer.echo(title)
+    if not pairs:
+        typer.echo(f"{' ' * indent}-")
+        return
+    width = max(len(name) for name, _ in pairs)
+    for name, value in pairs:
+        text = "-" if value is None else _cell(value)
+        typer.echo(f"{' ' * indent}{name.ljust(width)}  {text}".rstrip())
+
+
+def emit_json_block(title: str, value: Any, indent: int = 2) -> None:
+    """A titled, indented, pretty-printed JSON document (a request, a response)."""
+    typer.echo(title)
+    if value is None:
+        typer.echo(f"{' ' * indent}-")
+        return
+    text = json.dumps(plain(value), ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    for line in text.splitlines():
+        typer.echo(f"{' ' * indent}{line}")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

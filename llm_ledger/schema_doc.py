@@ -1,0 +1,403 @@
+"""docs/schema.md, generated: every table, view and column of the ledger, with meaning and units.
+
+Tables and columns come from the SQLAlchemy metadata (models.py). Views come from an
+SQLite ledger migrated to head in a temporary directory (their columns and the SQL that
+defines them), so the page shows what the migrations create. The meanings live here, in
+:data:`COLUMNS`, keyed ``table.column``. ``python -m llm_ledger.schema_doc > docs/schema.md``
+regenerates the page; tests/test_schema_doc.py fails when the file differs, when a column
+has no description, or when a description names a column that no longer exists.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Column, Table, UniqueConstraint, text
+
+from . import db
+from .models import VIEW_NAMES, Base
+
+TABLE_ORDER = ("requests", "responses", "cache_entries", "call_log", "call_tags")
+_MONEY = "USD"
+_UTC = "naive UTC timestamp, microseconds"
+_HIT_TOKENS = (
+    "On a hit, the stored answer's count, which was not billed again: "
+    "add `cache_status <> 'hit'` to sum billed tokens."
+)
+
+TABLES = {
+    "alembic_version": "Alembic's bookkeeping: the schema revision of this ledger.",
+}
+
+# The meaning and unit of every column, ``table.column``; view columns as ``view.column``.
+COLUMNS: dict[str, str] = {
+    # requests
+    "requests.request_hash": "SHA-256 (64 hex chars) of the canonical request JSON (sorted keys, "
+    "compact); with namespace and slot, the cache key.",
+    "requests.kind": "`chat` or `embedding`.",
+    "requests.model": "Model, or Azure deployment, as requested.",
+    "requests.request": "The canonical request (JSON): kind, model, messages or input, params. "
+    "What was hashed, unless the client's `redact` hook changed it before storing.",
+    "requests.created_at": f"When the request was first stored ({_UTC}).",
+    # responses
+    "responses.id": "Surrogate key.",
+    "responses.request_hash": "The request answered (requests.request_hash).",
+    "responses.response_hash": "SHA-256 of the canonical response JSON: the same answer's "
+    "identity across ledgers (export, import, copy).",
+    "responses.response": "The answer as the SDK returned it (JSON): a `chat.completion`, or "
+    "an embedding `list`.",
+    "responses.prompt_tokens": "Input tokens billed (tokens); includes cached_tokens.",
+    "responses.completion_tokens": "Output tokens billed (tokens); includes reasoning_tokens; "
+    "0 for embeddings.",
+    "responses.cached_tokens": "Input tokens read from OpenAI's prompt cache (tokens), billed "
+    "at the cached-input price.",
+    "responses.reasoning_tokens": "Hidden reasoning tokens of reasoning models (tokens), part "
+    "of completion_tokens.",
+    "responses.total_tokens": "prompt_tokens + completion_tokens (tokens).",
+    "responses.tokens_estimated": "True when the token counts were counted locally (tiktoken) "
+    "because the API reported none, or split between the items of an embedding batch.",
+    "responses.cost_usd": f"What this answer cost ({_MONEY}); NULL when it could not be "
+    "priced (cost_note says why).",
+    "responses.cost_note": "Why cost_usd is NULL, or how the model was priced.",
+    "responses.price_version": "The price table behind cost_usd, e.g. `genai-prices 0.2.3`, "
+    "or `custom` (LLM_LEDGER_PRICES).",
+    "responses.created_at": f"When the answer was stored ({_UTC}).",
+    # cache_entries
+    "cache_entries.id": "Surrogate key.",
+    "cache_entries.namespace": "Cache namespace, `''` by default (scope(namespace=...), "
+    "LLM_LEDGER_NAMESPACE): separate caches in one ledger.",
+    "cache_entries.request_hash": "The request (requests.request_hash).",
+    "cache_entries.slot": "Sample slot (count from 0): the k-th identical sampled request "
+    "(temperature > 0 or n > 1) of a run gets slot k, so a re-run replays the same sequence. "
+    "0 for deterministic requests.",
+    "cache_entries.response_id": "The answer served now (responses.id); refresh repoints it.",
+    "cache_entries.created_at": f"When the entry was created ({_UTC}).",
+    "cache_entries.updated_at": f"When it last got a new answer ({_UTC}); max_age is "
+    "measured from here.",
+    # call_log
+    "call_log.id": "Surrogate key, increasing in insertion order.",
+    "call_log.call_uuid": "UUID4 of the call: spool recovery writes each call exactly once.",
+    "call_log.created_at": f"When the call was made ({_UTC}).",
+    "call_log.kind": "`chat` or `embedding`.",
+    "call_log.api_type": "`openai` or `azure`: the client that made the call.",
+    "call_log.endpoint_host": "host:port of the API endpoint, when the client had been "
+    "built; NULL otherwise (e.g. a hit before any API call in the process).",
+    "call_log.model": "Model, or Azure deployment, as requested.",
+    "call_log.namespace": "Cache namespace of the call (see cache_entries.namespace).",
+    "call_log.request_hash": "The request (requests.request_hash); for an embedding batch, "
+    "the whole batch's request.",
+    "call_log.slot": "Sample slot used (see cache_entries.slot).",
+    "call_log.response_id": "The answer served or received (responses.id); NULL for errors, "
+    "refusals and embedding batches of several texts (each text has its own answer).",
+    "call_log.cache_status": "`hit` (answered from the ledger), `miss` (looked up, nothing "
+    "usable: the API was asked) or `bypass` (the ledger was not read: caching off, "
+    "no_cache, refresh mode).",
+    "call_log.status": "`ok`, `error` (the API failed after every attempt, or a replay "
+    "miss) or `refused` (a budget would have been exceeded; the API was not called).",
+    "call_log.attempts": "HTTP requests made to the API for this call (count), retries "
+    "included; 0 for hits and refusals.",
+    "call_log.latency_ms": "Wall-clock duration of the call in milliseconds (ms), retries "
+    "and back-off waits included.",
+    "call_log.prompt_tokens": f"Input tokens (tokens). {_HIT_TOKENS}",
+    "call_log.completion_tokens": f"Output tokens (tokens). {_HIT_TOKENS}",
+    "call_log.cached_tokens": "Input tokens read from OpenAI's prompt cache (tokens).",
+    "call_log.reasoning_tokens": "Hidden reasoning tokens (tokens), part of completion_tokens.",
+    "call_log.total_tokens": f"prompt_tokens + completion_tokens (tokens). {_HIT_TOKENS}",
+    "call_log.tokens_estimated": "True when the counts were estimated locally (tiktoken).",
+    "call_log.items_total": "Embedding calls: number of input texts (count); NULL for chat.",
+    "call_log.items_hit": "Embedding calls: texts answered from the ledger (count).",
+    "call_log.error_type": "Error class when status is `error` or `refused` (e.g. "
+    "RateLimitError, CacheMissError, BudgetExceededError).",
+    "call_log.error_message": "The error's message (API keys scrubbed, at most 2000 chars).",
+    "call_log.cost_usd": f"What the call paid the API ({_MONEY}); 0 for hits and refusals; "
+    "NULL for errors and unpriced models.",
+    "call_log.saved_usd": f"What a hit did not pay: the stored answers' cost ({_MONEY}); "
+    "NULL when nothing was served from the ledger.",
+    "call_log.cost_note": "Why cost_usd is NULL, or how the model was priced.",
+    "call_log.price_version": "The price table behind cost_usd (see responses.price_version).",
+    "call_log.run": "The run name of scope(run=...); NULL outside a run.",
+    "call_log.template": "The LLMCall template the call came from, if any.",
+    "call_log.tags": "scope(tags=...) as a JSON object of strings; also one call_tags row each.",
+    "call_log.library_version": "The llm_ledger version that wrote the row.",
+    # call_tags
+    "call_tags.call_id": "The call (call_log.id); deleted with it (ON DELETE CASCADE).",
+    "call_tags.name": "Tag name (at most 100 chars).",
+    "call_tags.value": "Tag value, as text (at most 255 chars).",
+    # alembic_version
+    "alembic_version.version_num": "The Alembic revision the schema is at "
+    "(`llm-ledger info` says whether it is current).",
+    # daily_usage
+    "daily_usage.day": "UTC calendar day of created_at, `date(created_at)` (a DATE; text "
+    "`YYYY-MM-DD` on SQLite).",
+    "daily_usage.model": "Model, or Azure deployment, as requested.",
+    "daily_usage.calls": "Calls that day (count).",
+    "daily_usage.hits": "Of those, answered from the ledger (count).",
+    "daily_usage.errors": "Of those, with status `error` (count).",
+    "daily_usage.prompt_tokens": "Sum of call_log.prompt_tokens (tokens), hits included.",
+    "daily_usage.completion_tokens": "Sum of call_log.completion_tokens (tokens), hits included.",
+    "daily_usage.total_tokens": "Sum of call_log.total_tokens (tokens), hits included.",
+    "daily_usage.cost_usd": "Paid to the API (USD, sum of call_log.cost_usd).",
+    "daily_usage.saved_usd": "Not paid thanks to hits (USD, sum of call_log.saved_usd).",
+    # model_costs
+    "model_costs.model": "Model, or Azure deployment, as requested.",
+    "model_costs.calls": "Calls to the model (count).",
+    "model_costs.hits": "Of those, answered from the ledger (count).",
+    "model_costs.errors": "Of those, with status `error` (count).",
+    "model_costs.prompt_tokens": "Sum of call_log.prompt_tokens (tokens), hits included.",
+    "model_costs.completion_tokens": "Sum of call_log.completion_tokens (tokens), hits included.",
+    "model_costs.total_tokens": "Sum of call_log.total_tokens (tokens), hits included.",
+    "model_costs.cost_usd": "Paid to the API (USD, sum of call_log.cost_usd).",
+    "model_costs.saved_usd": "Not paid thanks to hits (USD, sum of call_log.saved_usd).",
+    "model_costs.avg_latency_ms": "Mean latency_ms (ms), hits included.",
+    "model_costs.first_call": f"Earliest created_at ({_UTC}).",
+    "model_costs.last_call": f"Latest created_at ({_UTC}).",
+    # cached_answers
+    "cached_answers.id": "The cache entry (cache_entries.id).",
+    "cached_answers.namespace": "Cache namespace (cache_entries.namespace).",
+    "cached_answers.request_hash": "The request (requests.request_hash).",
+    "cached_answers.slot": "Sample slot (cache_entries.slot).",
+    "cached_answers.kind": "`chat` or `embedding`.",
+    "cached_answers.model": "Model, or Azure deployment, as requested.",
+    "cached_answers.request": "The canonical request (JSON, requests.request).",
+    "cached_answers.response": "The answer served now (JSON, responses.response).",
+    "cached_answers.cost_usd": f"What that answer cost when it was paid for ({_MONEY}).",
+    "cached_answers.created_at": f"When the entry was created ({_UTC}).",
+    "cached_answers.updated_at": f"When it last got a new answer ({_UTC}).",
+}
+
+# A view column described as the table column it copies: ``calls`` is call_log as it is.
+SAME_AS = {"calls": "call_log"}
+
+VIEWS = {
+    "calls": "Every call_log row, as it is: the view to start queries from.",
+    "daily_usage": "Calls, hits, errors, tokens and money per UTC day and model.",
+    "model_costs": "Calls, hits, errors, tokens, money and latency per model, over all time.",
+    "cached_answers": "What the cache serves now: each entry with its request and answer.",
+}
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    columns: list[str]
+    sql: str
+
+
+def describe(table: str, column: str) -> str | None:
+    found = COLUMNS.get(f"{table}.{column}")
+    if found is None and table in SAME_AS:
+        found = COLUMNS.get(f"{SAME_AS[table]}.{column}")
+    return found
+
+
+def migrated_views() -> tuple[list[View], list[str]]:
+    """The views of a new SQLite ledger migrated to head, and its table names."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = db.make_engine(str(Path(tmp) / "schema.db"))
+        try:
+            db.upgrade(engine)
+            with engine.connect() as conn:
+                tables = conn.execute(
+                    text(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite%' ORDER BY name"
+                    )
+                ).scalars()
+                table_names = list(tables)
+                views = []
+                for name, sql in conn.execute(
+                    text("SELECT name, sql FROM sqlite_master WHERE type = 'view'")
+                ):
+                    columns = [r[1] for r in conn.execute(text(f'PRAGMA table_info("{name}")'))]
+                    views.append(View(name, columns, sql))
+        finally:
+            engine.dispose()
+    order = {name: i for i, name in enumerate(VIEW_NAMES)}
+    views.sort(key=lambda v: (order.get(v.name, len(order)), v.name))
+    return views, table_names
+
+
+def tables() -> list[Table]:
+    known = Base.metadata.tables
+    names = [t for t in TABLE_ORDER if t in known] + sorted(set(known) - set(TABLE_ORDER))
+    return [known[name] for name in names]
+
+
+def missing_descriptions() -> list[str]:
+    """Every ``table.column`` (views included) without a description."""
+    views, table_names = migrated_views()
+    wanted = [f"{t.name}.{c.name}" for t in tables() for c in t.columns]
+    wanted += [f"{name}.version_num" for name in table_names if name == "alembic_version"]
+    wanted += [f"{v.name}.{c}" for v in views for c in v.columns]
+    return [key for key in wanted if describe(*key.split(".", 1)) is None]
+
+
+def stale_descriptions() -> list[str]:
+    """Descriptions of columns that no longer exist."""
+    views, _ = migrated_views()
+    present = {f"{t.name}.{c.name}" for t in tables() for c in t.columns}
+    present |= {f"{v.name}.{c}" for v in views for c in v.columns}
+    present.add("alembic_version.version_num")
+    return sorted(set(COLUMNS) - present)
+
+
+def _type(column: Column) -> str:
+    return str(column.type)
+
+
+def _keys(table: Table, column: Column) -> str:
+    notes = []
+    if column.primary_key:
+        notes.append("PK")
+    for fk in sorted(column.foreign_keys, key=lambda f: f.target_fullname):
+        notes.append(f"→ {fk.target_fullname}")
+    for constraint in table.constraints:
+        cols = [c.name for c in getattr(constraint, "columns", [])]
+        if isinstance(constraint, UniqueConstraint) and cols == [column.name]:
+            notes.append("unique")
+    return ", ".join(notes)
+
+
+def _table_doc(table: Table) -> str:
+    mapper = next((m for m in Base.registry.mappers if m.local_table is table), None)
+    doc = (mapper.class_.__doc__ or "") if mapper is not None else ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) or TABLES.get(table.name, "")
+
+
+def _index_lines(table: Table) -> list[str]:
+    lines = []
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        cols = ", ".join(c.name for c in index.columns)
+        lines.append(f"`{index.name}` ({cols}){' unique' if index.unique else ''}")
+    for constraint in sorted(table.constraints, key=lambda c: str(c.name)):
+        if isinstance(constraint, UniqueConstraint):
+            cols = ", ".join(c.name for c in constraint.columns)
+            lines.append(f"`{constraint.name}` ({cols}) unique")
+    return lines
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def format_view_sql(sql: str) -> str:
+    """A view's one-line CREATE VIEW, one select item and one clause per line."""
+    match = re.match(r"CREATE VIEW (\w+) AS SELECT (.*)$", " ".join(sql.split()), re.S)
+    if match is None:
+        return sql
+    name, rest = match.groups()
+    parts = _split_top(rest, r"\bFROM\b|\bJOIN\b|\bWHERE\b|\bGROUP BY\b|\bORDER BY\b")
+    items = _split_top(parts[0], ",")
+    lines = [f"CREATE VIEW {name} AS", "SELECT"]
+    lines += [
+        f"    {item.strip()}{',' if i < len(items) - 1 else ''}" for i, item in enumerate(items)
+    ]
+    lines += [part.strip() for part in parts[1:]]
+    return "\n".join(lines)
+
+
+def _split_top(sql: str, separator: str) -> list[str]:
+    """Split where ``separator`` (a regex) occurs outside parentheses and quotes.
+
+    A keyword separator starts the next part; a comma is dropped.
+    """
+    parts, depth, start, i, quote = [], 0, 0, 0, False
+    pattern = re.compile(separator, re.I)
+    while i < len(sql):
+        ch = sql[i]
+        if ch == "'":
+            quote = not quote
+        elif not quote and ch == "(":
+            depth += 1
+        elif not quote and ch == ")":
+            depth -= 1
+        elif not quote and depth == 0:
+            found = pattern.match(sql, i)
+            if found and (separator == "," or i == 0 or not sql[i - 1].isalnum()):
+                if i > start:
+                    parts.append(sql[start:i])
+                start = found.end() if separator == "," else i
+                i = found.end()
+                continue
+        i += 1
+    parts.append(sql[start:])
+    return [p for p in parts if p.strip()]
+
+
+def generate() -> str:
+    views, table_names = migrated_views()
+    out = [
+        "# Ledger schema",
+        "",
+        "<!-- Generated by `python -m llm_ledger.schema_doc > docs/schema.md`; do not edit. -->",
+        "",
+        f"Schema revision **{db.head_revision()}**. Generated from the SQLAlchemy models "
+        "(`llm_ledger/models.py`) and the views an SQLite ledger gets from the migrations; "
+        "tests/test_schema_doc.py fails when this page is out of date.",
+        "",
+        "Conventions:",
+        "",
+        "- **Time**: every timestamp is a naive UTC timestamp with microseconds (no time zone "
+        "stored; `DATETIME(6)` on MariaDB, `TIMESTAMP WITHOUT TIME ZONE` on PostgreSQL).",
+        "- **Money**: USD, exact decimals `NUMERIC(20, 10)` (SQLite stores a REAL rounded "
+        "back to 10 places on read).",
+        "- **Tokens**: counts of model tokens as the API reported them (or estimated "
+        "locally with tiktoken, when `tokens_estimated` is true).",
+        "- **Durations**: milliseconds (ms).",
+        "- **JSON**: `JSONB` on PostgreSQL, `JSON` (text) on SQLite and MariaDB; cast to text "
+        "to search it with LIKE.",
+        "- **Ids**: `BIGINT` (`INTEGER` on SQLite) surrogate keys.",
+        "",
+        "A call flows into these tables in one transaction: its request (once per distinct "
+        "request), the answers it paid for, their cache entries, its `call_log` row and its "
+        "tags. Analysts start from the views.",
+        "",
+        "## Tables",
+        "",
+    ]
+    for table in tables():
+        out += [f"### {table.name}", "", _table_doc(table), ""]
+        out += ["| column | type | null | key | meaning |", "|---|---|---|---|---|"]
+        for column in table.columns:
+            out.append(
+                f"| `{column.name}` | {_type(column)} | {'yes' if column.nullable else 'no'} "
+                f"| {_cell(_keys(table, column))} | {_cell(describe(table.name, column.name) or '')} |"
+            )
+        indexes = _index_lines(table)
+        if indexes:
+            out += ["", "Indexes: " + "; ".join(indexes) + "."]
+        out.append("")
+    if "alembic_version" in table_names:
+        out += [
+            "### alembic_version",
+            "",
+            TABLES["alembic_version"],
+            "",
+            "| column | type | null | key | meaning |",
+            "|---|---|---|---|---|",
+            f"| `version_num` | VARCHAR(32) | no | PK | {describe('alembic_version', 'version_num')} |",
+            "",
+        ]
+    out += ["## Views", ""]
+    for view in views:
+        out += [f"### {view.name}", "", VIEWS.get(view.name, ""), ""]
+        if view.name in SAME_AS:
+            out += [f"Its columns are those of `{SAME_AS[view.name]}`, with the same meanings.", ""]
+        else:
+            out += ["| column | meaning |", "|---|---|"]
+            for name in view.columns:
+                out.append(f"| `{name}` | {_cell(describe(view.name, name) or '')} |")
+            out.append("")
+        out += ["```sql", format_view_sql(view.sql), "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    print(generate(), end="")
+
+
+if __name__ == "__main__":
+    main()
