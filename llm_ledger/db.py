@@ -207,7 +207,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     """Upgrade the ledger; returns (from, to) revisions."""
     with _migration_lock(engine) as conn:
         before = current_revision(conn)
+        tables = set(inspect(conn).get_table_names())
         conn.commit()
+        where = describe(str(engine.url))
+        check_revision(where, engine.dialect.name == "sqlite", before, tables, may_upgrade=True)
         command.upgrade(alembic_config(connection=conn), revision)
         conn.commit()
         return before, current_revision(conn)
@@ -217,6 +220,38 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     with _migration_lock(engine) as conn:
         command.downgrade(alembic_config(connection=conn), revision)
         conn.commit()
+
+
+def check_revision(
+    where: str, is_sqlite: bool, rev: str | None, tables: set[str], *, may_upgrade: bool
+) -> None:
+    """Refuse what must not be migrated: another application's database, an unstamped
+    ledger, a revision from a newer llm_ledger, or (unless allowed) an older one."""
+    head = head_revision()
+    tables = tables - {"alembic_version"}  # left empty by a downgrade to base
+    if rev is None:
+        if tables & LEDGER_TABLES:
+            raise LedgerOpenError(
+                f"{where} holds ledger tables but no alembic_version; stamp it with "
+                f"`alembic -x url=... stamp head` if it is a ledger, or use another database"
+            )
+        if is_sqlite and tables:
+            raise LedgerOpenError(
+                f"{where} is an SQLite database of another application (tables: "
+                f"{', '.join(sorted(tables)[:5])}); point cache_file_name / LLM_LEDGER_URL "
+                "(or llm-ledger --db) at a new file"
+            )
+    elif rev not in known_revisions():
+        raise SchemaVersionError(
+            f"{where} has schema revision {rev}, which this llm_ledger does not know "
+            f"(its newest is {head}): the ledger was written by a newer llm_ledger or by "
+            "another application; upgrade with `pip install -U llm-ledger`"
+        )
+    elif rev != head and not may_upgrade:
+        raise SchemaVersionError(
+            f"{where} has schema revision {rev}, older than this code's {head}; "
+            f"run `llm-ledger --db '{where}' migrate` (or `alembic -x url=... upgrade head`)"
+        )
 
 
 def ensure_schema(engine: Engine, *, auto_upgrade: bool | None = None) -> str:
@@ -240,29 +275,7 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool | None = None) -> str:
             conn.commit()
             if rev == head:
                 return rev
-            if rev is None:
-                if tables & LEDGER_TABLES:
-                    raise LedgerOpenError(
-                        f"{where} holds ledger tables but no alembic_version; stamp it with "
-                        f"`alembic -x url=... stamp head` if it is a ledger, or use another database"
-                    )
-                if is_sqlite and tables:
-                    raise LedgerOpenError(
-                        f"{where} is an SQLite database of another application (tables: "
-                        f"{', '.join(sorted(tables)[:5])}); point cache_file_name / LLM_LEDGER_URL "
-                        "at a new file"
-                    )
-            elif rev not in known_revisions():
-                raise SchemaVersionError(
-                    f"{where} has schema revision {rev}, which this llm_ledger does not know "
-                    f"(its newest is {head}): the ledger was written by a newer llm_ledger or by "
-                    "another application; upgrade with `pip install -U llm-ledger`"
-                )
-            elif not auto_upgrade:
-                raise SchemaVersionError(
-                    f"{where} has schema revision {rev}, older than this code's {head}; "
-                    f"run `llm-ledger --db '{where}' migrate` (or `alembic -x url=... upgrade head`)"
-                )
+            check_revision(where, is_sqlite, rev, tables, may_upgrade=auto_upgrade)
             command.upgrade(alembic_config(connection=conn), "head")
             conn.commit()
             log.info("ledger.migrated", db=where, from_revision=rev, to_revision=head)

@@ -126,8 +126,10 @@ class Ledger:
             },
         )
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
-        if self.spool_path.exists():
-            self.recover()
+        # Spooled calls are written back as soon as the database takes writes again.
+        self.recovered_at_open: dict[str, int] | None = None
+        if self.spool_path.exists() or spool.orphaned_claims(self.spool_path):
+            self.recovered_at_open = self.recover()
 
     def __repr__(self) -> str:
         return f"Ledger({db.describe(self.url)!r})"

@@ -432,7 +432,7 @@ def test_migrate_refuses_another_applications_sqlite_file(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert result.stderr == (
         f"error: sqlite:///{other} is an SQLite database of another application "
-        "(tables: users); point --db at a new file\n"
+        "(tables: users); point cache_file_name / LLM_LEDGER_URL (or llm-ledger --db) at a new file\n"
     )
 
 

@@ -50,7 +50,7 @@ def test_sqlite_database_of_another_application_is_refused_and_left_alone(
         client.send_message(msgs(), temperature=0)
     assert str(info.value) == (
         f"sqlite:///{db_path} is an SQLite database of another application (tables: foo); "
-        "point cache_file_name / LLM_LEDGER_URL at a new file"
+        "point cache_file_name / LLM_LEDGER_URL (or llm-ledger --db) at a new file"
     )
     assert api.request_count == 0
     # Not even switched to WAL: the other application's file is byte for byte the same.

@@ -504,28 +504,14 @@ def migrate(ctx: typer.Context) -> None:
     try:
         with engine.connect() as conn:
             rev = db.current_revision(conn)
-            tables = set(inspect(conn).get_table_names())
         head = db.head_revision()
         if rev == head:
             typer.echo(f"already at {head} ({where})")
             return
-        if rev is not None and rev not in db.known_revisions():
-            fail(
-                f"{where} has schema revision {rev}, which this llm_ledger does not know "
-                f"(its newest is {head}); upgrade with `pip install -U llm-ledger`"
-            )
-        if rev is None and tables & db.LEDGER_TABLES:
-            fail(
-                f"{where} holds ledger tables but no alembic_version; stamp it with "
-                "`alembic -x url=... stamp head` if it is a ledger, or use another database"
-            )
-        if rev is None and tables and engine.dialect.name == "sqlite":
-            fail(
-                f"{where} is an SQLite database of another application "
-                f"(tables: {', '.join(sorted(tables)[:5])}); point --db at a new file"
-            )
         before, after = db.upgrade(engine)
         typer.echo(f"migrated {where} from {before or 'empty'} to {after}")
+    except LedgerError as exc:
+        fail(str(exc))
     except DBAPIError as exc:
         fail(f"cannot migrate {where}: {_db_message(exc)}")
     finally:
@@ -760,18 +746,6 @@ def sql(
     emit(rows, columns, fmt, width=wide())
 
 
-class _CountingLedger(Ledger):
-    """Keeps the counts of the recovery ``Ledger.__init__`` runs when it finds a spool."""
-
-    counts: dict[str, int] | None = None
-
-    def recover(self) -> dict[str, int]:
-        result = super().recover()
-        if self.counts is None:
-            self.counts = result
-        return result
-
-
 @app.command()
 def recover(ctx: typer.Context) -> None:
     """Write the calls spooled while the database was unreachable into the ledger (once each).
@@ -787,11 +761,11 @@ def recover(ctx: typer.Context) -> None:
         typer.echo(f"nothing to recover: no spool file at {path}")
         return
     try:
-        ledger = _CountingLedger(location, spool_dir=spool_dir)
+        ledger = Ledger(location, spool_dir=spool_dir)
     except LedgerError as exc:
         fail(str(exc))
     try:
-        counts = ledger.counts if ledger.counts is not None else ledger.recover()
+        counts = ledger.recovered_at_open or ledger.recover()
     finally:
         ledger.close()
     typer.echo(
