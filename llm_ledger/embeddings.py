@@ -194,13 +194,19 @@ class EmbeddingCall:
         return self._result(vectors)
 
     def _split_usage(self, usage: Usage, texts: list[str]) -> list[int]:
-        """Per-item token counts for a batch: tiktoken where it can, else an even split."""
+        """Per-item shares of a batch's billed tokens, weighted by tiktoken counts.
+
+        The shares always add up to what the API reported, so what later hits "save" is
+        exactly what was paid. Without tiktoken counts the split is even.
+        """
+        total = usage.prompt_tokens
         counts = [tokens.count_text_tokens(t, self.request.model) for t in texts]
-        if all(c is not None for c in counts):
-            return [int(c) for c in counts if c is not None]
-        total = usage.prompt_tokens or 0
-        share, rest = divmod(total, len(texts))
-        return [share + (1 if i < rest else 0) for i in range(len(texts))]
+        weights = [c for c in counts if c is not None]
+        if total is None:
+            return [c or 0 for c in counts]
+        if len(weights) != len(texts) or sum(weights) == 0:
+            weights = [1] * len(texts)
+        return _apportion(total, weights)
 
     def _finish(self, rec: Any) -> None:
         rec.latency_ms = round((time.perf_counter() - self.t0) * 1000, 3)
@@ -216,3 +222,14 @@ def _sum(values: list[int | None]) -> int | None:
     if any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None)
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` (largest remainder): the parts sum to total."""
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

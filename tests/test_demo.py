@@ -53,7 +53,7 @@ def expected(location: str, prefix: str, first_pass_status: str, first_requests:
         "Summary, from the ledger (this demo's calls):",
         f"  calls  8  ({8 - first_requests} answered from the ledger, {first_requests} by the API)",
         f"  cost   ${'0.00002726' if first_requests else '0'}  paid to the API",
-        f"  saved  ${'0.00002728' if first_requests else '0.00005456'}  not paid again, thanks to the hits",
+        f"  saved  ${'0.00002726' if first_requests else '0.00005452'}  not paid again, thanks to the hits",
         "",
         "Try next:",
         f"  {prefix} calls --run demo",

@@ -25,12 +25,16 @@ CALL_COLUMNS = (
     "tokens_estimated, items_total, items_hit, error_type, error_message, cost_usd, "
     "saved_usd, cost_note, price_version, run, tags, template, library_version"
 )
+# Token sums count what was billed: a hit's row carries the tokens of the answer it served
+# (what it would have cost), which the views leave out, as the cost reports do.
 USAGE_COLUMNS = (
     "COUNT(*) AS calls, "
     "SUM(CASE WHEN cache_status = 'hit' THEN 1 ELSE 0 END) AS hits, "
     "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
-    "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
-    "SUM(total_tokens) AS total_tokens, SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
+    "SUM(CASE WHEN cache_status <> 'hit' THEN prompt_tokens END) AS prompt_tokens, "
+    "SUM(CASE WHEN cache_status <> 'hit' THEN completion_tokens END) AS completion_tokens, "
+    "SUM(CASE WHEN cache_status <> 'hit' THEN total_tokens END) AS total_tokens, "
+    "SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
 )
 VIEWS = {
     "calls": f"SELECT {CALL_COLUMNS} FROM call_log",
