@@ -274,3 +274,20 @@ def test_embedding_replay_miss_names_the_missing_item(api, db_path) -> None:
     with pytest.raises(llm_ledger.CacheMissError, match="'never embedded'"):
         c.get_embedding(["never embedded"])
     assert api.request_count == 0
+
+
+def test_loser_of_a_cross_process_race_uses_the_winners_entry(api, any_db: str) -> None:
+    """Two processes miss the same slot at once: the unique key keeps one entry, and the
+    loser returns the winner's answer while its own paid answer stays in `responses`."""
+    winner = llm_ledger.OpenAIClient(cache_file_name=any_db)
+    loser = llm_ledger.OpenAIClient(cache_file_name=any_db)
+    assert winner.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"
+    loser._lookup = lambda *args: None  # it looked before the winner committed
+    assert loser.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"
+    assert api.chat_count == 2
+    with winner.ledger.engine.connect() as conn:
+        entries = conn.execute(text("SELECT COUNT(*) FROM cache_entries")).scalar_one()
+        responses = conn.execute(text("SELECT COUNT(*) FROM responses")).scalar_one()
+        served = [r[0] for r in conn.execute(text("SELECT response_id FROM call_log ORDER BY id"))]
+    assert (entries, responses) == (1, 2)
+    assert served[0] == served[1]  # both audit rows name the answer their caller got
