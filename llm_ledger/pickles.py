@@ -1,0 +1,294 @@
+"""Importing the seed's pickle cache (``openai_api_cache.pickle``) without running its code.
+
+The seed keeps a dict ``{str((model, chat_api_params)): response}`` and pickles it.
+Loading a pickle can call any importable function, so :class:`SafeUnpickler` only
+resolves plain containers and scalars and the OpenAI SDK's (pydantic) response
+classes; a file naming anything else is refused before any of it runs.
+
+Each entry becomes what the ledger would hold had the call gone through
+llm_ledger: the canonical request (keys.chat_request, with the client's own
+normalisation), the response, a cache entry (slot 0, the given namespace) and one
+audit row marked ``api_type='import'``. Entries that cannot be mapped are counted
+with their reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import pickle
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import api, bulk, keys, pricing
+from ._version import __version__
+from .errors import LedgerError
+from .records import Usage
+from .repository import Ledger
+
+log = structlog.get_logger("llm_ledger")
+
+IMPORT_API_TYPE = "import"
+BATCH = 2000
+COST_NOTE = "imported from a pickle cache: paid for outside this ledger"
+# call_uuid of an imported entry: uuid5 of (namespace, request hash, response hash), so
+# importing the same file twice finds its audit rows already there.
+_UUID_NAMESPACE = uuid.UUID("0b0b4a5e-5eed-4c1e-9d6a-6c1ed9e71c5e")
+
+_SAFE_GLOBALS = frozenset(
+    {(mod, name) for mod in ("builtins", "__builtin__") for name in (
+        "dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
+        "int", "float", "complex", "bool", "object",
+    )}
+    | {("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor")}
+    | {("collections", "OrderedDict"), ("datetime", "datetime"), ("datetime", "date"),
+       ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal")}
+)  # fmt: skip
+_RESPONSE_MODULES = ("openai.types.", "pydantic.")
+
+
+class PickleImportError(LedgerError):
+    """The pickle cannot be imported (unreadable, or not the seed's cache dict)."""
+
+
+class UnsafePickleError(PickleImportError):
+    """The pickle names code outside the allowed response classes; nothing in it was run."""
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Resolves only containers, scalars and OpenAI/pydantic response model classes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith(_RESPONSE_MODULES) and name.isidentifier():
+            import pydantic
+
+            try:
+                found = super().find_class(module, name)
+            except (ImportError, AttributeError):
+                raise PickleImportError(
+                    f"the pickle refers to {module}.{name}, which the installed openai/pydantic "
+                    "does not have; import it with the openai version that wrote it"
+                ) from None
+            if isinstance(found, type) and issubclass(found, pydantic.BaseModel):
+                return found
+        raise UnsafePickleError(
+            f"the pickle refers to {module}.{name}, which is not an OpenAI response class or a "
+            "plain container; loading it could run code, so it was refused and nothing in it "
+            "was run. Only import pickles written by the seed's OpenAIClient cache."
+        )
+
+
+def load_cache(path: str | os.PathLike[str]) -> dict[Any, Any]:
+    """The seed's cache dict, unpickled with :class:`SafeUnpickler`."""
+    data = Path(path).read_bytes()
+    try:
+        cache = SafeUnpickler(io.BytesIO(data)).load()
+    except PickleImportError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle is one message
+        raise PickleImportError(
+            f"{path} is not a readable pickle ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(cache, dict):
+        raise PickleImportError(f"{path} holds a {type(cache).__name__}, not the seed's cache dict")
+    return cache
+
+
+class Skip(Exception):
+    """An entry that cannot be mapped to a ledger request; the message is the reason."""
+
+
+def map_key(key: Any) -> keys.CanonicalRequest:
+    """The canonical request for a seed cache key ``str((model, chat_api_params))``.
+
+    The parameters are normalised as ``OpenAIClient.send_message`` does (``stop`` of
+    ``[]``/``""`` and ``n == 1`` left out; transport settings like timeout dropped),
+    so the same call made through llm_ledger has the same request hash.
+    """
+    if not isinstance(key, str):
+        raise Skip(f"key is a {type(key).__name__}, not str((model, params))")
+    try:
+        parsed = ast.literal_eval(key)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise Skip(
+            "key is not a Python literal (e.g. a response_format class in the key)"
+        ) from None
+    if not (
+        isinstance(parsed, tuple)
+        and len(parsed) == 2
+        and isinstance(parsed[0], str)
+        and isinstance(parsed[1], dict)
+    ):
+        raise Skip("key is not a (model, params dict) tuple")
+    model, raw = parsed
+    params = dict(raw)
+    if params.pop("model", model) != model:
+        raise Skip("key names two different models")
+    if params.pop("stream", False):
+        raise Skip("streamed responses cannot be imported")
+    messages = params.pop("messages", None)
+    params["stop"] = params.get("stop") or None
+    if params.get("n") == 1:
+        params["n"] = None
+    try:
+        return keys.chat_request(messages, model, params)
+    except LedgerError as exc:
+        raise Skip(f"not a valid chat request: {exc}") from None
+
+
+def map_value(value: Any) -> dict[str, Any]:
+    """The response as the ledger stores it (what api.to_dict makes of the SDK object)."""
+    if isinstance(value, dict) or hasattr(value, "model_dump"):
+        response = api.to_dict(value)
+    else:
+        raise Skip(f"value is a {type(value).__name__}, not a chat completion")
+    if not isinstance(response.get("choices"), list) or not response["choices"]:
+        raise Skip("value has no 'choices': not a chat completion")
+    try:
+        keys.canonical_json(response)
+    except LedgerError as exc:
+        raise Skip(f"response cannot be stored: {exc}") from None
+    return response
+
+
+def _price(model: str, response: dict[str, Any], usage: Any) -> pricing.Cost:
+    """As the client prices an answer: by the configured mapping, else the model answering."""
+    conf = pricing.PricingConfig.from_env(os.environ)
+    mapped = model in conf.model_map or model in conf.custom_prices
+    return pricing.price_call(
+        model if mapped else response.get("model") or model,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        config=conf,
+    )
+
+
+def _rows(
+    i: int, req: keys.CanonicalRequest, response: dict[str, Any], namespace: str, now: datetime
+) -> dict[str, dict[str, Any]]:
+    usage = api.usage_of(response) or Usage()
+    cost = _price(req.model, response, usage)
+    response_hash = keys.hash_json(keys.canonical_json(response))
+    tokens = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "total_tokens": usage.total_tokens,
+        "tokens_estimated": False,
+    }
+    call_uuid = uuid.uuid5(_UUID_NAMESPACE, f"{namespace}\0{req.request_hash}\0{response_hash}")
+    return {
+        "request": {
+            "request_hash": req.request_hash,
+            "kind": req.kind,
+            "model": req.model,
+            "request": req.body,
+            "created_at": now,
+        },
+        "response": {
+            "id": i,
+            "request_hash": req.request_hash,
+            "response_hash": response_hash,
+            "response": response,
+            **tokens,
+            "cost_usd": cost.cost_usd,
+            "cost_note": cost.note,
+            "price_version": cost.price_version,
+            "created_at": now,
+        },
+        "cache_entry": {
+            "namespace": namespace,
+            "request_hash": req.request_hash,
+            "slot": 0,
+            "response_id": i,
+            "created_at": now,
+            "updated_at": now,
+        },
+        "call": {
+            "call_uuid": str(call_uuid),
+            "created_at": now,
+            "kind": "chat",
+            "api_type": IMPORT_API_TYPE,
+            "endpoint_host": None,
+            "model": req.model,
+            "namespace": namespace,
+            "request_hash": req.request_hash,
+            "slot": 0,
+            "response_id": i,
+            "cache_status": "bypass",
+            "status": "ok",
+            "attempts": 0,
+            "latency_ms": None,
+            **tokens,
+            "items_total": None,
+            "items_hit": None,
+            "error_type": None,
+            "error_message": None,
+            "cost_usd": Decimal(0),
+            "saved_usd": None,
+            "cost_note": COST_NOTE,
+            "price_version": cost.price_version,
+            "run": None,
+            "template": None,
+            "tags": None,
+            "library_version": __version__,
+            "call_tags": {},
+        },
+    }
+
+
+def import_pickle(
+    location: Ledger | str, path: str | os.PathLike[str], *, namespace: str = ""
+) -> dict[str, Any]:
+    """Import the seed's pickle cache into the ledger at ``location``.
+
+    Returns the merge tallies (as transfer.import_bundle), ``entries`` (in the file),
+    ``skipped`` and ``skip_reasons`` (reason -> number of entries).
+    """
+    cache = load_cache(path)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    batches: dict[str, list[dict[str, Any]]] = {
+        t: [] for t in ("request", "response", "cache_entry", "call")
+    }
+    reasons: Counter[str] = Counter()
+    for i, (key, value) in enumerate(cache.items()):
+        try:
+            req = map_key(key)
+            response = map_value(value)
+        except Skip as exc:
+            reasons[str(exc)] += 1
+            continue
+        for rtype, row in _rows(i, req, response, namespace, now).items():
+            batches[rtype].append(row)
+    with bulk.opened(location) as target, target.engine.begin() as conn:
+        merger = bulk.Merger(target, conn)
+        steps = (merger.requests, merger.responses, merger.cache_entries, merger.calls)
+        for write, rows in zip(steps, batches.values(), strict=True):
+            for i in range(0, len(rows), BATCH):
+                write(rows[i : i + BATCH])
+    result = merger.result.as_dict()
+    result.update(
+        entries=len(cache),
+        skipped=sum(reasons.values()),
+        skip_reasons=dict(reasons.most_common()),
+    )
+    log.info(
+        "ledger.pickle_imported",
+        path=str(path),
+        entries=len(cache),
+        added=result["cache_entries"]["added"],
+        skipped=result["skipped"],
+    )
+    return result

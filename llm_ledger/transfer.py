@@ -1,0 +1,607 @@
+"""Moving a ledger between machines and databases: export, import, copy.
+
+``export_bundle`` writes a portable bundle (JSON Lines, gzip when the name ends in
+``.gz``; the format is in docs/bundle-format.md), ``import_bundle`` merges one into
+a ledger, ``copy_ledger`` merges a whole ledger into another database directly.
+The merge rules are the repository's (:class:`llm_ledger.bulk.Merger`); this module
+owns the file format: encoding, the checksum, and verifying a bundle completely
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
+
+from . import bulk, db
+from ._version import __version__
+from .errors import LedgerError
+from .keys import canonical_json, hash_json
+from .models import CacheEntry, CallLog, Money, Request, Response
+from .repository import Ledger
+
+log = structlog.get_logger("llm_ledger")
+
+FORMAT = "llm-ledger-bundle"
+FORMAT_VERSION = 1
+DEFAULT_BATCH = 2000
+# Record types in the order a bundle holds them (parents first), and their counts' names.
+RECORD_TYPES = {
+    "request": "requests",
+    "response": "responses",
+    "cache_entry": "cache_entries",
+    "call": "calls",
+}
+_ORDER = {t: i for i, t in enumerate(RECORD_TYPES)}
+
+
+class TransferError(LedgerError):
+    """An export, import or copy cannot be done as asked."""
+
+
+class BundleError(TransferError):
+    """The file is not a bundle this library can import (corrupt, truncated, tampered, too new)."""
+
+
+# --- the record format --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a record: its JSON kind, whether null is allowed, limits."""
+
+    kind: str  # str | int | float | bool | datetime | decimal | object | tags
+    nullable: bool
+    max_len: int | None = None
+    bits: int = 32
+
+
+def _field(column: Any) -> Field:
+    t, nullable = column.type, bool(column.nullable)
+    if isinstance(t, Money):
+        return Field("decimal", nullable)
+    if isinstance(t, JSON):
+        return Field("tags" if column.name == "tags" else "object", nullable)
+    if isinstance(t, Boolean):
+        return Field("bool", nullable)
+    if isinstance(t, DateTime):
+        return Field("datetime", nullable)
+    if isinstance(t, Float):
+        return Field("float", nullable)
+    if isinstance(t, Integer):
+        return Field("int", nullable, bits=64 if isinstance(t, BigInteger) else 32)
+    if isinstance(t, String):
+        return Field("str", nullable, t.length)
+    raise AssertionError(f"no bundle field kind for {column}")
+
+
+def _fields(table: Any, *, keep_id: bool = False) -> dict[str, Field]:
+    return {c.name: _field(c) for c in table.c if c.name != "id" or keep_id}
+
+
+# A record is {"type": ..., **fields}: the table's columns without surrogate ids, except
+# that a response keeps its id (the bundle's own numbering, which entries and calls use).
+FIELDS: dict[str, dict[str, Field]] = {
+    "request": _fields(Request.__table__),
+    "response": _fields(Response.__table__, keep_id=True),
+    "cache_entry": _fields(CacheEntry.__table__),
+    "call": {**_fields(CallLog.__table__), "call_tags": Field("tags", False)},
+}
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return value
+
+
+def encode(rtype: str, row: dict[str, Any]) -> bytes:
+    """One record line (with its newline) for a row as the bulk readers give it."""
+    rec = {"type": rtype}
+    for name, f in FIELDS[rtype].items():
+        value = row[name]
+        if f.kind in ("object", "tags") and isinstance(value, str):
+            value = json.loads(value)  # the driver's JSON text
+        rec[name] = _encode_value(value)
+    text = json.dumps(
+        rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return text.encode("utf-8") + b"\n"
+
+
+def _decode_value(f: Field, value: Any) -> Any:
+    """The Python value for a field, or ValueError saying what is wrong with it."""
+    if value is None:
+        if not f.nullable:
+            raise ValueError("must not be null")
+        return None
+    if f.kind == "str":
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if f.max_len is not None and len(value) > f.max_len:
+            raise ValueError(f"is longer than {f.max_len} characters")
+    elif f.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        if not -(2 ** (f.bits - 1)) <= value < 2 ** (f.bits - 1):
+            raise ValueError(f"is out of range for a {f.bits}-bit integer")
+    elif f.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        value = float(value)
+    elif f.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+    elif f.kind == "datetime":
+        try:
+            value = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            value = None
+        if value is None or value.tzinfo is not None:
+            raise ValueError("must be an ISO 8601 date-time string without a UTC offset") from None
+    elif f.kind == "decimal":
+        try:
+            value = Decimal(value) if isinstance(value, str) else None
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or abs(value) >= 10**10:
+            raise ValueError("must be a decimal number string below 10000000000") from None
+    elif f.kind == "object":
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+    elif f.kind == "tags":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 100 and len(v) <= 255
+            for k, v in value.items()
+        ):
+            raise ValueError("must be an object of strings (names up to 100, values up to 255)")
+    return value
+
+
+def decode(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """A record line -> (record type, row); BundleError says what is wrong with it."""
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        raise BundleError("not valid JSON") from None
+    if not isinstance(rec, dict):
+        raise BundleError("not a JSON object")
+    rtype = rec.pop("type", None)
+    if rtype not in FIELDS:
+        raise BundleError(f"unknown record type {rtype!r}")
+    spec = FIELDS[rtype]
+    if set(rec) != set(spec):
+        missing, extra = sorted(set(spec) - set(rec)), sorted(set(rec) - set(spec))
+        raise BundleError(f"{rtype} record: missing fields {missing}, unknown fields {extra}")
+    row = {}
+    for name, f in spec.items():
+        try:
+            row[name] = _decode_value(f, rec[name])
+        except ValueError as exc:
+            raise BundleError(f"{rtype} record: {name} {exc}") from None
+    return rtype, row
+
+
+# --- reading a bundle file ----------------------------------------------------
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines (gzip or plain, told by its first bytes), with read errors as BundleError."""
+    with open(path, "rb") as raw:
+        zipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if zipped else raw
+        try:
+            yield from fh
+        except EOFError:
+            raise BundleError(
+                f"{path}: the gzip data ends early: the bundle is truncated"
+            ) from None
+        except (OSError, zlib.error) as exc:
+            raise BundleError(f"{path}: the gzip data is corrupt ({exc})") from None
+
+
+def _header(path: Path, line: bytes | None) -> dict[str, Any]:
+    try:
+        header = json.loads(line) if line else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise BundleError(
+            f"{path} is not an llm-ledger bundle (its first line is no {FORMAT} header)"
+        )
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} is in bundle format version {version!r}; this llm-ledger {__version__} reads "
+            f"version {FORMAT_VERSION} only"
+            + (
+                "; upgrade with `pip install -U llm-ledger`"
+                if isinstance(version, int) and version > FORMAT_VERSION
+                else ""
+            )
+        )
+    counts, checksum = header.get("counts"), header.get("checksum")
+    if (
+        not isinstance(checksum, str)
+        or not isinstance(counts, dict)
+        or set(counts) != set(RECORD_TYPES.values())
+        or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()
+        )
+    ):
+        raise BundleError(f"{path}: the bundle header lacks valid 'counts' and 'checksum' fields")
+    return header
+
+
+@dataclass
+class _Refs:
+    """What a bundle defines, to check uniqueness and that every reference resolves."""
+
+    requests: set[str] = field(default_factory=set)
+    responses: set[int] = field(default_factory=set)
+    entries: set[tuple[str, str, int]] = field(default_factory=set)
+    calls: set[str] = field(default_factory=set)
+    bad_responses: dict[int, str] = field(default_factory=dict)
+
+    def check(self, rtype: str, row: dict[str, Any]) -> None:
+        if rtype != "request" and row["request_hash"] not in self.requests:
+            raise BundleError(
+                f"{rtype} record refers to request {row['request_hash']} not in the bundle"
+            )
+        if rtype in ("cache_entry", "call") and row["response_id"] is not None:
+            if row["response_id"] not in self.responses:
+                raise BundleError(
+                    f"{rtype} record refers to response {row['response_id']} not in the bundle"
+                )
+        key: Any
+        seen: set[Any]
+        if rtype == "request":
+            seen, key = self.requests, row["request_hash"]
+        elif rtype == "response":
+            seen, key = self.responses, row["id"]
+            if hash_json(canonical_json(row["response"])) != row["response_hash"]:
+                self.bad_responses[key] = "its response_hash does not match its response"
+        elif rtype == "cache_entry":
+            seen, key = self.entries, (row["namespace"], row["request_hash"], row["slot"])
+        else:
+            seen, key = self.calls, row["call_uuid"]
+        if key in seen:
+            raise BundleError(f"{rtype} {key} appears twice")
+        seen.add(key)
+
+
+@dataclass
+class Verified:
+    """A bundle that passed every check; ``bad_responses`` will be refused, not imported."""
+
+    header: dict[str, Any]
+    checksum: str
+    bad_responses: dict[int, str]
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> Verified:
+    """Read the whole bundle and check it; raises BundleError on the first problem.
+
+    Checks: header (format, version), the checksum and the counts (tampering,
+    truncation), every record's fields and types, their order, unique identities,
+    and that every reference resolves inside the bundle.
+    """
+    path = Path(path)
+    lines = _lines(path)
+    header = _header(path, next(lines, None))
+    hasher, counts = hashlib.sha256(), dict.fromkeys(RECORD_TYPES.values(), 0)
+    refs, problem, last = _Refs(), None, 0
+    for lineno, raw in enumerate(lines, start=2):
+        hasher.update(raw)
+        if problem is not None:
+            continue
+        try:
+            if not raw.endswith(b"\n"):
+                raise BundleError("the line is incomplete")
+            rtype, row = decode(raw)
+            if _ORDER[rtype] < last:
+                raise BundleError(f"a {rtype} record after the {list(RECORD_TYPES)[last]} records")
+            last = _ORDER[rtype]
+            counts[RECORD_TYPES[rtype]] += 1
+            refs.check(rtype, row)
+        except BundleError as exc:
+            problem = f"line {lineno}: {exc}"
+    checksum = hasher.hexdigest()
+    if checksum != header["checksum"] or (problem is None and counts != header["counts"]):
+        raise BundleError(
+            f"{path} fails its checksum: it was modified or truncated after export "
+            f"(header: {sum(header['counts'].values())} records, sha256 {header['checksum'][:12]}…; "
+            f"file: sha256 {checksum[:12]}…); nothing was imported"
+        )
+    if problem is not None:
+        raise BundleError(f"{path}, {problem}; nothing was imported")
+    return Verified(header, checksum, refs.bad_responses)
+
+
+# --- progress -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool, description: str, total: int | None
+) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr when enabled; yields advance(n)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def parse_when(value: str, *, end: bool = False) -> datetime:
+    """A CLI date or date-time as naive UTC, read as ``llm-ledger calls`` reads them.
+
+    A date alone is its midnight; with ``end`` (an ``--until`` bound) the next midnight,
+    so ``--until 2025-06-30`` includes that day. Offsets (``+02:00``, ``Z``) are converted.
+    """
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text) + timedelta(days=1 if end else 0)
+            return datetime(day.year, day.month, day.day)
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise TransferError(
+            f"{value!r} is not a date; use a date (2025-06-01) or a UTC date-time "
+            "(2025-06-01T12:30:00, or with an offset such as +02:00)"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when
+
+
+# --- export -------------------------------------------------------------------
+
+_READERS = {
+    "request": bulk.read_requests,
+    "response": bulk.read_responses,
+    "cache_entry": bulk.read_cache_entries,
+    "call": bulk.read_calls,
+}
+
+
+def export_bundle(
+    ledger_or_location: Ledger | str,
+    path: str | os.PathLike[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    run: str | None = None,
+    cache_only: bool = False,
+    progress: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, Any]:
+    """Write a bundle of the ledger (or of what the filters select; see bulk.Selection).
+
+    The file appears complete or not at all (written to a temporary file, then renamed).
+    Returns the path, the record counts per type, the checksum and the file size.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise TransferError(f"cannot write {path}: the directory {path.parent} does not exist")
+    sel = bulk.Selection(since, until, model, run, cache_only)
+    counts = dict.fromkeys(RECORD_TYPES.values(), 0)
+    hasher = hashlib.sha256()
+    with (
+        bulk.opened(ledger_or_location) as ledger,
+        bulk.snapshot(ledger.engine) as conn,
+        tempfile.TemporaryFile(dir=path.parent or ".") as body,
+    ):
+        total = sum(bulk.count_selected(conn, sel).values()) if progress else None
+        with progress_bar(progress, f"export {path.name}", total) as advance:
+            for rtype, read in _READERS.items():
+                for rows in read(conn, sel, batch_size):
+                    for row in rows:
+                        line = encode(rtype, row)
+                        hasher.update(line)
+                        body.write(line)
+                    counts[RECORD_TYPES[rtype]] += len(rows)
+                    advance(len(rows) + sum(len(r.get("call_tags", ())) for r in rows))
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema_revision": ledger.revision,
+            "library_version": __version__,
+            "exported_at": datetime.now(timezone.utc)
+            .replace(tzinfo=None)
+            .isoformat(timespec="seconds"),
+            "filters": {
+                "since": _encode_value(since),
+                "until": _encode_value(until),
+                "model": model,
+                "run": run,
+                "cache_only": cache_only,
+            },
+            "counts": counts,
+            "checksum": hasher.hexdigest(),
+        }
+        body.seek(0)
+        _write_atomically(path, json.dumps(header, sort_keys=True).encode() + b"\n", body)
+    log.info("ledger.exported", path=str(path), checksum=header["checksum"], **counts)
+    return {
+        "path": str(path),
+        "counts": counts,
+        "sha256": header["checksum"],
+        "bytes": path.stat().st_size,
+    }
+
+
+def _write_atomically(path: Path, header: bytes, body: IO[bytes]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as raw:
+            if path.name.endswith(".gz"):
+                with gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0) as out:
+                    out.write(header)
+                    while chunk := body.read(1 << 20):
+                        out.write(chunk)
+            else:
+                raw.write(header)
+                while chunk := body.read(1 << 20):
+                    raw.write(chunk)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --- import and copy ----------------------------------------------------------
+
+
+def _merge(
+    merger: bulk.Merger, rtype: str, rows: list[dict[str, Any]], bad: dict[int, str]
+) -> None:
+    if rtype == "request":
+        merger.requests(rows)
+    elif rtype == "response":
+        merger.responses(rows, refused=lambda r: bad.get(r["id"]))
+    elif rtype == "cache_entry":
+        merger.cache_entries(rows)
+    else:
+        merger.calls(rows)
+
+
+def import_bundle(
+    location: Ledger | str,
+    path: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, Any]:
+    """Merge a bundle into the ledger at ``location``; importing it again adds nothing.
+
+    The whole file is verified first (:func:`verify_bundle`); then every record is
+    written in one transaction, so a failure leaves the ledger as it was. Returns per
+    kind of record: added, already_present, refused; their totals; refusal reasons.
+    """
+    path = Path(path)
+    checked = verify_bundle(path)
+    total = sum(checked.header["counts"].values())
+    with bulk.opened(location) as target, target.engine.begin() as conn:
+        merger = bulk.Merger(target, conn)
+        hasher = hashlib.sha256()
+        lines = _lines(path)
+        next(lines)
+        batch: list[dict[str, Any]] = []
+        current = "request"
+        with progress_bar(progress, f"import {path.name}", total) as advance:
+            for raw in lines:
+                hasher.update(raw)
+                rtype, row = decode(raw)
+                if batch and (rtype != current or len(batch) >= batch_size):
+                    _merge(merger, current, batch, checked.bad_responses)
+                    advance(len(batch))
+                    batch = []
+                current = rtype
+                batch.append(row)
+            if batch:
+                _merge(merger, current, batch, checked.bad_responses)
+                advance(len(batch))
+        if hasher.hexdigest() != checked.checksum:
+            raise BundleError(f"{path} changed while it was being imported; nothing was imported")
+    result = merger.result.as_dict()
+    result["bundle"] = {
+        k: checked.header.get(k)
+        for k in ("format_version", "schema_revision", "library_version", "exported_at", "counts")
+    }
+    log.info(
+        "ledger.imported",
+        path=str(path),
+        added=result["added"],
+        already_present=result["already_present"],
+        refused=result["refused"],
+    )
+    return result
+
+
+def copy_ledger(
+    source: Ledger | str,
+    target_url: str,
+    *,
+    batch_size: int = 5000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Merge every row of ``source`` into the ledger at ``target_url`` (import's rules).
+
+    The target schema is created or upgraded; the copy reads one snapshot of the
+    source and writes in one transaction (all or nothing), in batches of executemany.
+    """
+    with bulk.opened(source) as src:
+        if db.normalize_url(target_url) == src.url:
+            raise TransferError(
+                f"{db.describe(src.url)} is the source ledger itself; copy --to another database"
+            )
+        target = Ledger(target_url, auto_upgrade=True)
+        started = time.perf_counter()
+        try:
+            with bulk.snapshot(src.engine) as read, target.engine.begin() as write:
+                sel = bulk.Selection()
+                total = sum(bulk.count_selected(read, sel).values()) if progress else None
+                merger = bulk.Merger(target, write)
+                steps: list[tuple[Any, Callable[[list[dict[str, Any]]], None]]] = [
+                    (bulk.read_requests, merger.requests),
+                    (bulk.read_responses, merger.responses),
+                    (bulk.read_cache_entries, merger.cache_entries),
+                    (bulk.read_calls, merger.calls),
+                ]
+                with progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance:
+                    for read_batches, write_batch in steps:
+                        for rows in read_batches(read, sel, batch_size):
+                            write_batch(rows)
+                            advance(len(rows) + sum(len(r.get("call_tags", ())) for r in rows))
+        finally:
+            target.close()
+    result = merger.result.as_dict()
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    log.info(
+        "ledger.copied",
+        target=db.describe(target.url),
+        added=result["added"],
+        already_present=result["already_present"],
+        seconds=result["seconds"],
+    )
+    return result
