@@ -131,6 +131,59 @@ class CallLog(Base):
     __table_args__ = (
         Index("ix_call_log_model_created_at", "model", "created_at"),
         Index("ix_call_log_run_created_at", "run", "created_at"),
+        # Covering indexes for llm_ledger.reports (migration 0002): a cost report walks one in
+        # group order and never reads the wide rows; the latency one serves percentiles.
+        Index(
+            "ix_call_log_costs_by_model",
+            "model",
+            "created_at",
+            "cache_status",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "saved_usd",
+        ),
+        Index(
+            "ix_call_log_costs_by_run",
+            "run",
+            "created_at",
+            "cache_status",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "saved_usd",
+        ),
+        Index(
+            "ix_call_log_costs_by_template",
+            "template",
+            "created_at",
+            "cache_status",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "saved_usd",
+        ),
+        Index(
+            "ix_call_log_costs_by_day",
+            "created_at",
+            "cache_status",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "saved_usd",
+        ),
+        Index(
+            "ix_call_log_model_latency",
+            "model",
+            "latency_ms",
+            "status",
+            "cache_status",
+            "created_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

@@ -1,5 +1,152 @@
-"""Commands: see llm_ledger/cli/__init__.py."""
+"""Commands: costs, stats, reprice (see llm_ledger/cli/__init__.py and docs/costs.md).
+
+Thin wrappers over :mod:`llm_ledger.reports`: parse options, open the ledger, print.
+"""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import enum
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import db, reports
+from ..errors import LedgerError
+from ..repository import Ledger
+from . import app
+from .output import FORMAT_OPTION, Format, emit, fail, wide
+
+USAGE_COLUMNS = ("calls", "hits", "prompt_tokens", "completion_tokens", "cost_usd", "saved_usd")
+STATS_COLUMNS = (
+    "model",
+    "calls",
+    "hits",
+    "hit_rate",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "saved_usd",
+    "p50_latency_ms",
+    "p95_latency_ms",
+)
+
+
+class By(str, enum.Enum):
+    model = "model"
+    day = "day"
+    run = "run"
+    tag = "tag"
+    template = "template"
+
+
+Since = Annotated[
+    str | None,
+    typer.Option(help="From this UTC date (YYYY-MM-DD) or ISO datetime on (inclusive)."),
+]
+Until = Annotated[
+    str | None,
+    typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
+]
+
+
+@contextmanager
+def _ledger(location: str) -> Iterator[Ledger]:
+    """The ledger at ``location``; a missing SQLite file is an error, not a new empty ledger."""
+    path = db.sqlite_path(db.normalize_url(location))
+    if path is not None and not path.exists():
+        fail(
+            f"no ledger at {path}: one is created by the first call, or by "
+            f"`llm-ledger --db {shlex.quote(str(path))} migrate`"
+        )
+    try:
+        ledger = Ledger(location)
+    except LedgerError as exc:
+        fail(str(exc))
+    try:
+        yield ledger
+    except (LedgerError, ValueError) as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"{db.describe(ledger.url)}: {getattr(exc, 'orig', None) or exc}")
+    finally:
+        ledger.close()
+
+
+@app.command()
+def costs(
+    ctx: typer.Context,
+    by: Annotated[By, typer.Option(help="Group by model, day (UTC), run, tag or template.")] = (
+        By.model
+    ),
+    since: Since = None,
+    until: Until = None,
+    run: Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")] = None,
+    model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
+    fmt: Format = FORMAT_OPTION,
+) -> None:
+    """Dollar cost and cache savings, grouped; most expensive first.
+
+    Tokens are the billed ones (hits excluded). A call counts under each of its tags. Paid
+    calls that could not be priced are left out of cost_usd and listed on stderr.
+
+    Example: llm-ledger costs --by day --since 2026-05-01 --until 2026-05-31 --format csv
+    """
+    with _ledger(ctx.obj.db) as ledger:
+        rows = reports.costs(
+            ledger, by.value, since=since, until=until, run=run, model=model, with_unpriced=True
+        )
+    for row in rows:
+        row[by.value] = row.pop("group")
+    emit(rows, (by.value, *USAGE_COLUMNS), fmt, title=f"Cost by {by.value}", width=wide())
+    unpriced = [f"{r[by.value] or '(none)'}: {r['unpriced']}" for r in rows if r["unpriced"]]
+    if unpriced:
+        more = f" and {len(unpriced) - 5} more" if len(unpriced) > 5 else ""
+        typer.echo(
+            f"note: paid calls without a price (cost_usd NULL, left out of the totals), "
+            f"by {by.value}: {', '.join(unpriced[:5])}{more}; map the model with "
+            "LLM_LEDGER_MODEL_MAP or LLM_LEDGER_PRICES, then run `llm-ledger reprice`",
+            err=True,
+        )
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    since: Since = None,
+    until: Until = None,
+    fmt: Format = FORMAT_OPTION,
+) -> None:
+    """Per model: calls, hit rate, billed tokens, cost, savings, p50/p95 latency (ms).
+
+    Latency percentiles are exact (nearest rank) over answered API calls; hits are excluded.
+
+    Example: llm-ledger stats --since 2026-05-01 --format json
+    """
+    with _ledger(ctx.obj.db) as ledger:
+        rows = reports.stats(ledger, since=since, until=until)
+    emit(rows, STATS_COLUMNS, fmt, title="Calls by model", width=wide())
+
+
+@app.command()
+def reprice(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only rows written from this UTC date or datetime on."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
+) -> None:
+    """Recompute stored costs with today's prices, LLM_LEDGER_MODEL_MAP and LLM_LEDGER_PRICES.
+
+    Rewrites cost_usd, cost_note and price_version of paid calls and stored answers from
+    their token counts, and saved_usd of cache hits. Safe to run again.
+
+    Example: LLM_LEDGER_MODEL_MAP=prod-chat=gpt-4o-mini llm-ledger reprice --model prod-chat
+    """
+    with _ledger(ctx.obj.db) as ledger:
+        result = reports.reprice(ledger, since=since, model=model)
+    typer.echo(f"repriced {result['changed']} rows ({result['examined']} examined)")
