@@ -375,15 +375,16 @@ class OpenAIClient:
                     for h in held:
                         h.settle(estimate, Decimal(0))
                     reason = (
-                        f"budget exceeded: spent ${b.spent} of ${b.cap}, and this call to {model!r} "
-                        f"could cost up to ${estimate}; raise max_cost_usd or lower max_tokens"
+                        f"budget exceeded: spent ${_usd(b.spent)} of ${_usd(b.cap)}, and this call "
+                        f"to {model!r} could cost up to ${_usd(estimate)}; raise max_cost_usd or "
+                        "lower max_tokens"
                     )
                     break
                 held.append(b)
         if reason is None:
             assert estimate is not None
             return estimate
-        rec.status, rec.cache_status = "refused", rec.cache_status
+        rec.status = "refused"
         rec.error_type, rec.error_message = "BudgetExceededError", reason
         rec.cost_usd = Decimal(0)
         self._write(rec)
@@ -617,6 +618,10 @@ class AzureClient(OpenAIClient):
             api_version=os.environ.get("OPENAI_API_VERSION", "2024-06-01"),
             max_retries=0,
         )
+
+
+def _usd(amount: Decimal) -> str:
+    return f"{amount.normalize():f}"
 
 
 def _positive(name: str, value: Any) -> float:

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
@@ -105,6 +106,15 @@ def _bundled_snapshot() -> DataSnapshot:
     return DataSnapshot(providers=providers, from_auto_update=False)
 
 
+@functools.lru_cache(maxsize=4096)
+def _find_model(name: str) -> tuple[Any, Any] | None:
+    """genai-prices' model matching, once per name: it costs more than the price itself."""
+    try:
+        return _bundled_snapshot().find_provider_model(name, None, _PROVIDER_ID, None)
+    except LookupError:
+        return None
+
+
 _warned_unpriced: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -145,12 +155,18 @@ def price_call(
         output_tokens=completion_tokens,
         output_reasoning_tokens=reasoning_tokens or None,
     )
-    snapshot = _bundled_snapshot()
     for name in candidates:
-        try:
-            calc = snapshot.calc(usage, name, _PROVIDER_ID, None, None)
-        except LookupError:
+        found = _find_model(name)
+        if found is None:
             continue
+        provider, priced = found
+        try:
+            calc = priced.calc_price(
+                usage,
+                provider,
+                genai_request_timestamp=datetime.now(tz=timezone.utc),
+                auto_update_timestamp=None,
+            )
         except Exception as exc:  # a ledger write must not fail on pricing
             note = f"genai-prices could not price {name!r}: {type(exc).__name__}: {exc}"
             return Cost(None, note, version, None)
