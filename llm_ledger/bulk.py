@@ -411,7 +411,7 @@ class Merger:
             for t in (_REQ, _RESP, _ENTRY, _LOG)
         }
         self._mine: dict[str, dict[Any, Any]] = {t: {} for t in self._fresh}
-        ignore = target._insert_ignore
+        ignore = target.insert_ignore
         self._insert = {
             "requests": _Insert(
                 conn, ignore(_REQ, ["request_hash"]), _REQ, [c.name for c in _REQ.c]

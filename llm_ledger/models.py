@@ -23,7 +23,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
-    Float,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -50,6 +50,11 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# Cache keys compare byte for byte on every engine: MariaDB's default collation would make
+# namespaces "A" and "a" one key (utf8mb4_bin still ignores trailing spaces there).
+Namespace = String(191).with_variant(
+    mysql.VARCHAR(191, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -116,7 +121,7 @@ class CacheEntry(Base):
     __table_args__ = (UniqueConstraint("namespace", "request_hash", "slot"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    namespace: Mapped[str] = mapped_column(String(191), default="")
+    namespace: Mapped[str] = mapped_column(Namespace, default="")
     request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"))
     slot: Mapped[int] = mapped_column(Integer, default=0)
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), index=True)
@@ -193,14 +198,14 @@ class CallLog(Base):
     api_type: Mapped[str] = mapped_column(String(16))
     endpoint_host: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str] = mapped_column(String(200))
-    namespace: Mapped[str] = mapped_column(String(191), default="")
+    namespace: Mapped[str] = mapped_column(Namespace, default="")
     request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"), index=True)
     slot: Mapped[int | None] = mapped_column(Integer)
     response_id: Mapped[int | None] = mapped_column(ForeignKey("responses.id"), index=True)
     cache_status: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(8))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    latency_ms: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Double)  # FLOAT is single precision on MariaDB
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cached_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -116,9 +116,9 @@ class Ledger:
             self.engine.dialect,
             {
                 "lookup": _LOOKUP,
-                "request_ignore": self._insert_ignore(_REQ, ["request_hash"]),
+                "request_ignore": self.insert_ignore(_REQ, ["request_hash"]),
                 "insert_response": _INSERT_RESP,
-                "entry_ignore": self._insert_ignore(_ENTRY, _ENTRY_KEYS),
+                "entry_ignore": self.insert_ignore(_ENTRY, _ENTRY_KEYS),
                 "entry_upsert": self._upsert(_ENTRY, _ENTRY_KEYS, ["response_id", "updated_at"]),
                 "insert_log": _INSERT_LOG,
                 "insert_tags": _INSERT_TAGS,
@@ -332,7 +332,8 @@ class Ledger:
             index_elements=keys, set_={c: ins.excluded[c] for c in update}
         )
 
-    def _insert_ignore(self, table: Any, keys: list[str]) -> Insert:
+    def insert_ignore(self, table: Any, keys: list[str]) -> Insert:
+        """INSERT that skips rows whose ``keys`` exist already (used by bulk.py too)."""
         if self.dialect == "postgresql":
             return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
         if self.dialect == "sqlite":

@@ -131,7 +131,13 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column("namespace", sa.String(length=191), nullable=False),
+        sa.Column(
+            "namespace",
+            sa.String(length=191).with_variant(
+                mysql.VARCHAR(length=191, collation="utf8mb4_bin"), "mysql", "mariadb"
+            ),
+            nullable=False,
+        ),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("slot", sa.Integer(), nullable=False),
         sa.Column(
@@ -192,7 +198,13 @@ def upgrade() -> None:
         sa.Column("api_type", sa.String(length=16), nullable=False),
         sa.Column("endpoint_host", sa.String(length=255), nullable=True),
         sa.Column("model", sa.String(length=200), nullable=False),
-        sa.Column("namespace", sa.String(length=191), nullable=False),
+        sa.Column(
+            "namespace",
+            sa.String(length=191).with_variant(
+                mysql.VARCHAR(length=191, collation="utf8mb4_bin"), "mysql", "mariadb"
+            ),
+            nullable=False,
+        ),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("slot", sa.Integer(), nullable=True),
         sa.Column(
@@ -201,7 +213,7 @@ def upgrade() -> None:
         sa.Column("cache_status", sa.String(length=8), nullable=False),
         sa.Column("status", sa.String(length=8), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("latency_ms", sa.Double(), nullable=True),
         sa.Column("prompt_tokens", sa.Integer(), nullable=True),
         sa.Column("completion_tokens", sa.Integer(), nullable=True),
         sa.Column("cached_tokens", sa.Integer(), nullable=True),
