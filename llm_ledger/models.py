@@ -134,8 +134,6 @@ class CallLog(Base):
 
     __tablename__ = "call_log"
     __table_args__ = (
-        Index("ix_call_log_model_created_at", "model", "created_at"),
-        Index("ix_call_log_run_created_at", "run", "created_at"),
         # Covering indexes for llm_ledger.reports (migration 0002): a cost report walks one in
         # group order and never reads the wide rows; the latency one serves percentiles.
         Index(
@@ -193,7 +191,7 @@ class CallLog(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     call_uuid: Mapped[str] = mapped_column(String(36), unique=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)  # indexed by ix_call_log_costs_by_day
     kind: Mapped[str] = mapped_column(String(16))
     api_type: Mapped[str] = mapped_column(String(16))
     endpoint_host: Mapped[str | None] = mapped_column(String(255))

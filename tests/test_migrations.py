@@ -100,3 +100,35 @@ def test_server_ledger_with_newer_schema_is_refused(pg_url: str) -> None:
             llm_ledger.Ledger(pg_url)
     finally:
         engine.dispose()
+
+
+def test_older_sqlite_ledger_is_upgraded_at_open(db_path) -> None:
+    engine = db.make_engine(str(db_path))
+    db.upgrade(engine, "0001")
+    engine.dispose()
+    ledger = llm_ledger.Ledger(str(db_path))
+    try:
+        assert ledger.revision == db.head_revision() != "0001"
+        with ledger.engine.connect() as conn:
+            assert db.current_revision(conn) == db.head_revision()
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("server", ["pg_url", "mysql_url"])
+def test_older_server_ledger_names_the_migrate_command(server: str, request) -> None:
+    url = request.getfixturevalue(server)
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine, "0001")
+        where = db.describe(db.normalize_url(url))
+        with pytest.raises(llm_ledger.SchemaVersionError) as info:
+            llm_ledger.Ledger(url)
+        assert str(info.value) == (
+            f"{where} has schema revision 0001, older than this code's {db.head_revision()}; "
+            f"run `llm-ledger --db '{where}' migrate` (or `alembic -x url=... upgrade head`)"
+        )
+        assert db.upgrade(engine) == ("0001", db.head_revision())
+        llm_ledger.Ledger(url).close()
+    finally:
+        engine.dispose()
