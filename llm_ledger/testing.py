@@ -398,6 +398,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes; with Nagle on, the client's delayed ACK
+    # adds ~40 ms to every keep-alive answer, which would swamp what the tests measure.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def setup(self) -> None:
