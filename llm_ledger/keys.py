@@ -180,8 +180,8 @@ def _params(raw: dict[str, Any], allowed: dict[str, tuple[type, ...]]) -> dict[s
 def _build(kind: str, model: str, payload: dict[str, Any]) -> CanonicalRequest:
     body = {"kind": kind, "model": model, **payload}
     text = canonical_json(body)
-    # Round-trip so the stored body is exactly what was hashed (tuples become lists, etc.).
-    return CanonicalRequest(kind, model, json.loads(text), text, hash_json(text))
+    # The body is stored with the same serialisation, so it is exactly what was hashed.
+    return CanonicalRequest(kind, model, body, text, hash_json(text))
 
 
 def chat_request(messages: Any, model: Any, params: dict[str, Any]) -> CanonicalRequest:
