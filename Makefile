@@ -26,5 +26,12 @@ check: $(STAMP)
 	$(BIN)/alembic upgrade head
 	$(BIN)/alembic check
 
+bench: $(STAMP)  ## the full benchmark (sizes 10k and 1M; ~15 min, ~15 GB of temporary disk)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,117 @@
+"""The benchmark harness still runs and still reports every figure (timings never fail this).
+
+Runs ``python -m benchmarks.run --quick --sizes 200`` as documented in docs/benchmarks.md
+and checks the JSON's shape: every expected key there, every figure a positive number,
+optional contenders either measured or skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = "200"
+ALWAYS = ("floor", "sqlite3_ledger_schema", "ledger", "pickle")
+OPTIONAL = ("langchain", "diskcache")  # the bench extra; skipped with a note without it
+CONCURRENCY_KEYS = ("calls_per_s", "calls", "wall_s", "errors", "audit_rows_added", "audit_rows_ok")
+LOOPBACK_KEYS = ("raw_sdk_us", "ledger_miss_us", "overhead_pct", "ratio")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_LEDGER_", "OPENAI_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--sizes", SIZE, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| measurement (median) |" in done.stdout
+    assert out.with_suffix(".md").read_text().startswith("| measurement (median) |")
+    return json.loads(out.read_text())
+
+
+def test_meta_names_the_machine_and_the_workload(results: dict[str, Any]) -> None:
+    meta = results["meta"]
+    assert meta["quick"] is True
+    assert meta["sizes"] == [int(SIZE)]
+    assert meta["machine"]["cores"] >= 1
+    assert meta["machine"]["sqlite"]
+    assert 800 <= meta["workload"]["request_bytes"] <= 1000
+    assert 500 <= meta["workload"]["answer_bytes"] <= 700
+
+
+def test_every_contender_has_a_positive_hit_and_store_figure(results: dict[str, Any]) -> None:
+    size = results["sizes"][SIZE]
+    for name in ALWAYS:
+        assert _positive(size["hit_us"][name]), name
+        assert _positive(size["store_us"][name]), name
+        assert _positive(size["ratio_to_floor"]["store"][name]), name
+    assert _positive(size["store_us"]["ledger_dict"])
+    assert size["ratio_to_floor"]["hit"]["floor"] == 1.0
+
+
+def test_optional_contenders_are_measured_or_skipped_with_a_note(
+    results: dict[str, Any],
+) -> None:
+    size = results["sizes"][SIZE]
+    for name in OPTIONAL:
+        if name in results["skipped"]:
+            assert "install" in results["skipped"][name]
+            assert name not in size["hit_us"]
+        else:
+            assert _positive(size["hit_us"][name]), name
+            assert _positive(size["store_us"][name]), name
+
+
+def test_concurrency_loopback_report_and_memory_are_reported(results: dict[str, Any]) -> None:
+    size = results["sizes"][SIZE]
+    for kind in ("ledger", "floor"):
+        figures = size["concurrency"][kind]
+        assert all(key in figures for key in CONCURRENCY_KEYS), kind
+        assert _positive(figures["calls_per_s"])
+        assert figures["audit_rows_ok"] is True, figures
+    for key in ("loopback", "loopback_nodelay"):
+        assert all(_positive(size[key][k]) for k in ("raw_sdk_us", "ledger_miss_us", "ratio"))
+        assert all(k in size[key] for k in LOOPBACK_KEYS)
+    assert _positive(size["report"]["seconds"])
+    assert size["report"]["source"]
+    assert _positive(size["memory"]["calls"]["peak_rss_mb"])
+    assert _positive(size["memory"]["main_rss_mb"])
+
+
+def test_export_and_copy_are_timed_or_skipped_with_a_note(results: dict[str, Any]) -> None:
+    size = results["sizes"][SIZE]
+    for kind in ("export", "copy"):
+        if "skipped" in size[kind]:
+            assert results["skipped"][kind] == size[kind]["skipped"]
+        else:
+            assert _positive(size[kind]["rows_per_s"]), kind
+            assert size[kind]["rows"] >= 4 * int(SIZE)
+
+
+def test_targets_are_evaluated_without_deciding_anything(results: dict[str, Any]) -> None:
+    targets = results["targets"]
+    assert {t["target"].split(" (")[0] for t in targets} >= {
+        "hit <= 2x floor",
+        "store <= 2x floor",
+        "cost report over 200 calls <= 2 s",
+    }
+    for t in targets:
+        assert t["met"] in (True, False, None)
+        assert t["op"] in ("<=", ">=")
