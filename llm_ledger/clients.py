@@ -116,7 +116,11 @@ class OpenAIClient:
     @property
     def ledger(self) -> Ledger:
         location = self._location()
-        if self._ledger is None or location != self._ledger_location:
+        if (
+            self._ledger is None
+            or location != self._ledger_location
+            or self._ledger.pid != os.getpid()
+        ):
             spool_dir = self.spool_dir or self._settings().spool_dir
             self._ledger = open_ledger(location, spool_dir=spool_dir)
             self._ledger_location = location

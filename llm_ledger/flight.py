@@ -11,6 +11,7 @@ one API call; the others wait for it and then read its answer from the ledger.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -68,6 +69,17 @@ class SingleFlight:
 
 slots = SlotCounter()
 flights = SingleFlight()
+
+
+def _after_fork_in_child() -> None:
+    # Locks held by other threads at fork time stay held forever in the child.
+    slots._lock = threading.Lock()
+    flights._lock = threading.Lock()
+    flights._inflight.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reset_slots(run: str | None = None, *, all_runs: bool = False) -> None:

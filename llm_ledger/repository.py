@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -103,6 +104,7 @@ class Ledger:
         engine: Engine | None = None,
     ) -> None:
         self.url = db.normalize_url(location)
+        self.pid = os.getpid()  # a forked child must not use this process's connections
         self.engine = engine or db.make_engine(location)
         self.dialect = self.engine.dialect.name
         # What a failing database raises: SQLAlchemy's errors, or the driver's own on the hot path.
@@ -538,9 +540,28 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
     key = (db.normalize_url(location), spool_dir)
     with _ledgers_lock:
         ledger = _ledgers.get(key)
-        if ledger is None:
+        if ledger is None or ledger.pid != os.getpid():
             ledger = _ledgers[key] = Ledger(location, spool_dir=spool_dir)
         return ledger
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no ledgers and fresh locks.
+
+    SQLite connections must not cross a fork, and a lock another thread held at fork time
+    would never be released in the child. The parent's pooled connections are dropped
+    without being closed (closing them here would disturb the parent).
+    """
+    global _ledgers_lock, _recover_lock
+    _ledgers_lock = threading.Lock()
+    _recover_lock = threading.Lock()
+    for ledger in _ledgers.values():
+        ledger.engine.dispose(close=False)
+    _ledgers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def close_all() -> None:

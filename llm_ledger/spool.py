@@ -21,6 +21,15 @@ from .records import CallRecord
 _lock = threading.Lock()
 
 
+def _fresh_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+
+
 def default_spool_path(url: str, spool_dir: str | None = None) -> Path:
     from .db import sqlite_path
 
