@@ -395,6 +395,21 @@ class OpenAIClient:
         log.warning("llm.refused", request_hash=rec.request_hash, model=model, reason=reason)
         raise BudgetExceededError(reason)
 
+    def _record_failure(
+        self, rec: CallRecord, outcome: api.Outcome, reserved: Decimal, raise_errors: bool
+    ) -> None:
+        """Record a call that gave up (why, after how many attempts); raise the typed error
+        when asked to, else return None as the seed does."""
+        self._settle_budget(reserved, Decimal(0))
+        assert outcome.error is not None
+        rec.status = "error"
+        rec.error_type = type(outcome.error).__name__
+        rec.error_message = api.scrub(str(outcome.error), self._api_key())[:2000]
+        self._write(rec)
+        if raise_errors:
+            raise api.typed_error(outcome.error, outcome.attempts, self._api_key())
+        return None
+
     def _settle_budget(self, reserved: Decimal, actual: Decimal | None) -> None:
         for b in current_scope().budgets:
             b.settle(reserved, actual)
@@ -535,15 +550,8 @@ class _ChatCall:
         rec.attempts = outcome.attempts
         rec.endpoint_host = self.c._endpoint_host()
         if outcome.error is not None:
-            self.c._settle_budget(reserved, Decimal(0))
-            rec.status = "error"
-            rec.error_type = type(outcome.error).__name__
-            rec.error_message = api.scrub(str(outcome.error), self.c._api_key())[:2000]
             rec.latency_ms = self._latency()
-            self.c._write(rec)
-            if self.raise_errors:
-                raise api.typed_error(outcome.error, outcome.attempts, self.c._api_key())
-            return None
+            return self.c._record_failure(rec, outcome, reserved, self.raise_errors)
         response = api.to_dict(outcome.value)
         usage = api.usage_of(response) or self._estimate_usage(response)
         cost = self.c._price(r.model, response, usage)

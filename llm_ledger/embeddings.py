@@ -122,14 +122,8 @@ class EmbeddingCall:
         rec.attempts = outcome.attempts
         rec.endpoint_host = self.c._endpoint_host()
         if outcome.error is not None:
-            self.c._settle_budget(reserved, Decimal(0))
-            rec.status = "error"
-            rec.error_type = type(outcome.error).__name__
-            rec.error_message = api.scrub(str(outcome.error), self.c._api_key())[:2000]
-            self._finish(rec)
-            if self.raise_errors:
-                raise api.typed_error(outcome.error, outcome.attempts, self.c._api_key())
-            return None
+            rec.latency_ms = self._latency()
+            return self.c._record_failure(rec, outcome, reserved, self.raise_errors)
         response = api.to_dict(outcome.value)
         data = sorted(response.get("data") or [], key=lambda d: d.get("index", 0))
         usage = api.usage_of(response) or Usage(
@@ -208,8 +202,11 @@ class EmbeddingCall:
             weights = [1] * len(texts)
         return _apportion(total, weights)
 
+    def _latency(self) -> float:
+        return round((time.perf_counter() - self.t0) * 1000, 3)
+
     def _finish(self, rec: Any) -> None:
-        rec.latency_ms = round((time.perf_counter() - self.t0) * 1000, 3)
+        rec.latency_ms = self._latency()
         self.c._write(rec)
 
     def _result(self, vectors: dict[int, list[float]]) -> list[float] | list[list[float]]:

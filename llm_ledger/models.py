@@ -129,6 +129,18 @@ class CacheEntry(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+# What every cost report reads besides its group column: filters, then the summed columns.
+_COST_COLUMNS = (
+    "created_at",
+    "cache_status",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "saved_usd",
+)
+
+
 class CallLog(Base):
     """The audit log: one row per call, whatever happened to it."""
 
@@ -136,49 +148,10 @@ class CallLog(Base):
     __table_args__ = (
         # Covering indexes for llm_ledger.reports (migration 0002): a cost report walks one in
         # group order and never reads the wide rows; the latency one serves percentiles.
-        Index(
-            "ix_call_log_costs_by_model",
-            "model",
-            "created_at",
-            "cache_status",
-            "status",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "saved_usd",
-        ),
-        Index(
-            "ix_call_log_costs_by_run",
-            "run",
-            "created_at",
-            "cache_status",
-            "status",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "saved_usd",
-        ),
-        Index(
-            "ix_call_log_costs_by_template",
-            "template",
-            "created_at",
-            "cache_status",
-            "status",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "saved_usd",
-        ),
-        Index(
-            "ix_call_log_costs_by_day",
-            "created_at",
-            "cache_status",
-            "status",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "saved_usd",
-        ),
+        Index("ix_call_log_costs_by_model", "model", *_COST_COLUMNS),
+        Index("ix_call_log_costs_by_run", "run", *_COST_COLUMNS),
+        Index("ix_call_log_costs_by_template", "template", *_COST_COLUMNS),
+        Index("ix_call_log_costs_by_day", *_COST_COLUMNS),
         Index(
             "ix_call_log_model_latency",
             "model",

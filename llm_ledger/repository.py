@@ -38,7 +38,7 @@ from . import db, spool
 from .keys import canonical_json, hash_json
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .policy import StoreMode
-from .records import CallRecord, Stored
+from .records import CallRecord, Stored, Usage
 
 log = structlog.get_logger("llm_ledger")
 
@@ -234,7 +234,6 @@ class Ledger:
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
-            u = a.usage
             rid = st.insert_id(
                 cur,
                 "insert_response",
@@ -242,12 +241,7 @@ class Ledger:
                     "request_hash": a.request_hash,
                     "response_hash": hash_json(canonical_json(a.response)),
                     "response": a.response,
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "cached_tokens": u.cached_tokens,
-                    "reasoning_tokens": u.reasoning_tokens,
-                    "total_tokens": u.total_tokens,
-                    "tokens_estimated": u.estimated,
+                    **_usage_columns(a.usage),
                     "cost_usd": a.cost_usd,
                     "cost_note": a.cost_note,
                     "price_version": a.price_version,
@@ -278,7 +272,6 @@ class Ledger:
             p = rec.primary_answer
             lost_race = p in winners and not recovering
             response_id = winners[p].response_id if lost_race else response_ids[p]
-        u = rec.usage
         call_id = st.insert_id(
             cur,
             "insert_log",
@@ -297,12 +290,7 @@ class Ledger:
                 "status": rec.status,
                 "attempts": rec.attempts,
                 "latency_ms": rec.latency_ms,
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "cached_tokens": u.cached_tokens,
-                "reasoning_tokens": u.reasoning_tokens,
-                "total_tokens": u.total_tokens,
-                "tokens_estimated": u.estimated,
+                **_usage_columns(rec.usage),
                 "items_total": rec.items_total,
                 "items_hit": rec.items_hit,
                 "error_type": rec.error_type,
@@ -490,6 +478,18 @@ class _Statements:
         if cost is not None and not isinstance(cost, Decimal):
             cost = Decimal(str(round(float(cost), 10)))
         return Stored(row[0], response, stored_at, row[3], row[4], row[5], row[6], row[7], cost)
+
+
+def _usage_columns(u: Usage) -> dict[str, Any]:
+    """The token columns ``responses`` and ``call_log`` share."""
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "cached_tokens": u.cached_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "total_tokens": u.total_tokens,
+        "tokens_estimated": u.estimated,
+    }
 
 
 def _json_or_none(v: Any) -> Any:
