@@ -193,7 +193,7 @@ class Floor(Contender):
     def __init__(self, workdir: Path, size: int) -> None:
         super().__init__(workdir, size)
         self.db = workdir / f"floor-{size}.db"
-        self.impl: floor.Floor | None = None
+        self.impl: floor.Floor | floor.LedgerSchemaFloor | None = None
 
     def seed(self) -> bool:
         if seeded(self.db):
@@ -214,8 +214,11 @@ class Floor(Contender):
             self.impl.close()
 
 
-class LedgerSchemaFloor(Contender):
-    """Raw sqlite3 doing the ledger's statements on the ledger's file (seeded by ``Ledger``)."""
+class LedgerSchemaFloor(Floor):
+    """Raw sqlite3 doing the ledger's statements on the ledger's file (seeded by ``Ledger``).
+
+    Calls and closes like the floor; only its file, statements and seeding differ.
+    """
 
     name = "sqlite3_ledger_schema"
     title = "raw sqlite3, the ledger's statements and tables"
@@ -224,7 +227,6 @@ class LedgerSchemaFloor(Contender):
     def __init__(self, workdir: Path, size: int) -> None:
         super().__init__(workdir, size)
         self.db = workdir / f"ledger-{size}.db"
-        self.impl: floor.LedgerSchemaFloor | None = None
 
     def seed(self) -> bool:
         Ledger(self.workdir, self.size).seed()
@@ -232,14 +234,6 @@ class LedgerSchemaFloor(Contender):
 
     def open(self) -> None:
         self.impl = floor.LedgerSchemaFloor(str(self.db), self.api, workload.PARAMS)
-
-    def call(self, model: str, messages: Any) -> Any:
-        assert self.impl is not None
-        return self.impl.call(model, messages)
-
-    def close(self) -> None:
-        if self.impl is not None:
-            self.impl.close()
 
 
 # --- LangChain's SQLiteCache -----------------------------------------------------------

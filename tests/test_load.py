@@ -32,22 +32,11 @@ from llm_ledger import db, repository, spool
 from llm_ledger.testing import FakeOpenAIServer
 
 from ._load_worker import all_prompts
-from .conftest import MYSQL_URL, PG_URL, TEST_KEY, server_db
+from .conftest import TEST_KEY
 
 WORKER = Path(__file__).with_name("_load_worker.py")
 STRESS = os.environ.get("LLM_LEDGER_STRESS") == "1"
 SHARED = 10
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def engine_url(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(db_path)
-    elif request.param == "postgresql":
-        yield server_db(PG_URL, "PostgreSQL")
-    else:
-        yield server_db(MYSQL_URL, "MariaDB")
-    repository.close_all()
 
 
 @pytest.fixture
@@ -168,11 +157,11 @@ def check_load(url: str, api: FakeOpenAIServer, procs: int, threads: int, calls:
     )
 
 
-def test_processes_and_threads_share_one_ledger(engine_url: str, own_api: FakeOpenAIServer) -> None:
-    print(check_load(engine_url, own_api, 2, 4, 25))
+def test_processes_and_threads_share_one_ledger(any_db: str, own_api: FakeOpenAIServer) -> None:
+    print(check_load(any_db, own_api, 2, 4, 25))
 
 
 @pytest.mark.stress
 @pytest.mark.skipif(not STRESS, reason="full-size load test; run with LLM_LEDGER_STRESS=1")
-def test_full_size_load(engine_url: str, own_api: FakeOpenAIServer) -> None:
-    print(check_load(engine_url, own_api, 4, 8, 250))
+def test_full_size_load(any_db: str, own_api: FakeOpenAIServer) -> None:
+    print(check_load(any_db, own_api, 4, 8, 250))
