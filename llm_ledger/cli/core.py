@@ -49,6 +49,8 @@ from . import app
 from .output import (
     FORMAT_OPTION,
     Format,
+    Since,
+    Until,
     emit,
     emit_fields,
     emit_json_block,
@@ -549,13 +551,8 @@ CALL_COLUMNS = (
 def calls(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="From this UTC date or datetime on (inclusive).")
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     run: Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")] = None,
     status: Annotated[Status | None, typer.Option(help="ok, error or refused.")] = None,
     cache: Annotated[Cache | None, typer.Option(help="hit, miss or bypass.")] = None,

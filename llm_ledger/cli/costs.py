@@ -18,7 +18,7 @@ from .. import db, reports
 from ..errors import LedgerError
 from ..repository import Ledger
 from . import app
-from .output import FORMAT_OPTION, Format, emit, fail, wide
+from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, wide
 
 USAGE_COLUMNS = ("calls", "hits", "prompt_tokens", "completion_tokens", "cost_usd", "saved_usd")
 STATS_COLUMNS = (
@@ -41,16 +41,6 @@ class By(str, enum.Enum):
     run = "run"
     tag = "tag"
     template = "template"
-
-
-Since = Annotated[
-    str | None,
-    typer.Option(help="From this UTC date (YYYY-MM-DD) or ISO datetime on (inclusive)."),
-]
-Until = Annotated[
-    str | None,
-    typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
-]
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,6 +26,16 @@ class Format(str, enum.Enum):
     csv = "csv"
     json = "json"
 
+
+# The date window every command that filters by time takes (the same words everywhere).
+Since = Annotated[
+    str | None,
+    typer.Option(help="From this UTC date (YYYY-MM-DD) or ISO datetime on (inclusive)."),
+]
+Until = Annotated[
+    str | None,
+    typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
+]
 
 FORMAT_OPTION = typer.Option(
     Format.table, "--format", "-f", help="Output format: table, csv or json."

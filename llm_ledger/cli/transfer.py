@@ -19,7 +19,7 @@ from .. import bulk, pickles, transfer
 from ..db import describe, normalize_url
 from ..errors import LedgerError
 from . import app
-from .output import FORMAT_OPTION, Format, emit, fail
+from .output import FORMAT_OPTION, Format, Since, Until, emit, fail
 
 ProgressOption = Annotated[
     bool,
@@ -78,13 +78,8 @@ def _tallies(result: dict[str, Any], fmt: Format, verb: str) -> None:
 def export_cmd(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Bundle to write (gzip when it ends in .gz).")],
-    since: Annotated[
-        str | None, typer.Option(help="From this UTC date or datetime on (inclusive).")
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     model: Annotated[
         str | None, typer.Option(help="Only calls to, and cached answers for, this model.")
     ] = None,
