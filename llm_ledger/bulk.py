@@ -402,7 +402,10 @@ class Merger:
     this merge's own rows can be there, and they are remembered.
     """
 
-    def __init__(self, target: Ledger, conn: Connection) -> None:
+    def __init__(self, target: Ledger, conn: Connection, *, source_unique: bool = False) -> None:
+        """``source_unique``: the rows come from a ledger, whose constraints already make
+        request hashes, cache keys and call uuids unique, so a merge into an empty table
+        need not remember them (memory stays flat however large the copy)."""
         self.conn = conn
         self.result = MergeResult()
         self.response_ids: dict[int, int] = {}  # source response id -> target response id
@@ -411,6 +414,10 @@ class Merger:
             for t in (_REQ, _RESP, _ENTRY, _LOG)
         }
         self._mine: dict[str, dict[Any, Any]] = {t: {} for t in self._fresh}
+        # Tables whose rows must be remembered to catch a key seen again later in the merge.
+        self._remember = {
+            t: fresh and (t == _RESP.name or not source_unique) for t, fresh in self._fresh.items()
+        }
         ignore = target.insert_ignore
         self._insert = {
             "requests": _Insert(
@@ -456,7 +463,7 @@ class Merger:
             else:
                 new[h] = row
         self._insert["requests"].run(list(new.values()))
-        if self._fresh["requests"]:
+        if self._remember["requests"]:
             self._mine["requests"].update({h: [(h,)] for h in new})
         tally.added += len(new)
 
@@ -497,7 +504,7 @@ class Merger:
             for k, sources in new.items():
                 for source in sources:
                     self.response_ids[source] = ids[k]
-                if self._fresh["responses"]:
+                if self._remember["responses"]:
                     self._mine["responses"].setdefault(k[1], []).append((k[1], k[0], ids[k]))
         tally.added += len(to_insert)
 
@@ -534,7 +541,7 @@ class Merger:
             else:
                 new[k] = {**row, "response_id": target}
         self._insert["cache_entries"].run(list(new.values()))
-        if self._fresh["cache_entries"]:
+        if self._remember["cache_entries"]:
             for ns, h, slot in new:
                 self._mine["cache_entries"].setdefault(h, []).append((h, ns, slot))
         tally.added += len(new)
@@ -572,7 +579,7 @@ class Merger:
         after = self._max_id(_LOG)
         self._insert["call_log"].run(list(new.values()))
         tally.added += len(new)
-        if self._fresh["call_log"]:
+        if self._remember["call_log"]:
             mine = self._mine["call_log"]
             for u, row in new.items():
                 mine[u] = [(u, row["request_hash"])]

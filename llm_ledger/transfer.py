@@ -581,7 +581,7 @@ def copy_ledger(
             with bulk.snapshot(src.engine) as read, target.engine.begin() as write:
                 sel = bulk.Selection()
                 total = sum(bulk.count_selected(read, sel).values()) if progress else None
-                merger = bulk.Merger(target, write)
+                merger = bulk.Merger(target, write, source_unique=True)
                 steps: list[tuple[Any, Callable[[list[dict[str, Any]]], None]]] = [
                     (bulk.read_requests, merger.requests),
                     (bulk.read_responses, merger.responses),
