@@ -130,12 +130,14 @@ class Contender:
             seed.trim(self.db, mark)
 
 
-def seeded(path: Path) -> bool:
-    return path.with_name(path.name + ".seeded").exists()
+def seeded(path: Path, ledger: bool = False) -> bool:
+    """A store kept in --workdir is reused only if seeded from this workload (and schema)."""
+    marker = path.with_name(path.name + ".seeded")
+    return marker.exists() and marker.read_text() == seed.fingerprint(ledger)
 
 
-def mark_seeded(path: Path) -> None:
-    path.with_name(path.name + ".seeded").touch()
+def mark_seeded(path: Path, ledger: bool = False) -> None:
+    path.with_name(path.name + ".seeded").write_text(seed.fingerprint(ledger))
 
 
 class Ledger(Contender):
@@ -150,10 +152,12 @@ class Ledger(Contender):
         self.client: StubClient | None = None
 
     def seed(self) -> bool:
-        if seeded(self.db):
+        if seeded(self.db, ledger=True):
             return False
+        for stale in self.db.parent.glob(self.db.name + "*"):
+            stale.unlink()
         seed.seed_ledger(self.db, self.size)
-        mark_seeded(self.db)
+        mark_seeded(self.db, ledger=True)
         return True
 
     def open(self) -> None:
@@ -188,7 +192,7 @@ class LedgerDictAnswers(Ledger):
 class Floor(Contender):
     name = "floor"
     title = "floor: raw sqlite3, minimal schema"
-    tables = ("cache", "audit")
+    tables: tuple[str, ...] = ("cache", "audit")
 
     def __init__(self, workdir: Path, size: int) -> None:
         super().__init__(workdir, size)

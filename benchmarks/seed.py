@@ -12,6 +12,7 @@ size sees that size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import uuid
@@ -37,6 +38,19 @@ SPAN_S = 30 * 86_400  # seeded calls spread over 30 days, so reports have days t
 PRICE = {"gpt-4o-mini": (0.15e-6, 0.6e-6), "gpt-4o": (2.5e-6, 10e-6)}
 
 Rows = list[tuple[Any, ...]]
+WORKLOAD_VERSION = "1"  # bump when workload.py or the seeders change what they write
+
+
+@lru_cache(maxsize=2)
+def fingerprint(ledger: bool = False) -> str:
+    """The workload's version, and for a ledger its migrations: a kept store seeded under
+    another one (a migration edited in place included) is seeded again, not measured."""
+    from llm_ledger import db
+
+    h = hashlib.sha256(WORKLOAD_VERSION.encode())
+    for script in sorted(db.migrations_dir().glob("versions/*.py")) if ledger else ():
+        h.update(script.name.encode() + b"\0" + script.read_bytes())
+    return h.hexdigest()
 
 
 def _chunks(make: Callable[[int, int, int], Any], n: int) -> Iterator[Any]:
