@@ -23,7 +23,7 @@ import structlog
 from . import api, flight, keys, pricing, tokens
 from . import config as cfg
 from ._version import __version__
-from .errors import BudgetExceededError, CacheMissError, ConfigError, LedgerError
+from .errors import BudgetExceededError, CacheMissError, ConfigError
 from .policy import Action, CallOptions, Decision, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
 from .repository import Ledger, open_ledger
@@ -678,4 +678,4 @@ def _pricing_from_env() -> pricing.PricingConfig:
     return conf
 
 
-__all__ = ["OpenAIClient", "AzureClient", "LedgerError"]
+__all__ = ["OpenAIClient", "AzureClient"]

@@ -25,9 +25,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Insert,
-    and_,
     bindparam,
-    func,
     insert,
     select,
 )
@@ -401,15 +399,6 @@ class Ledger:
             if counts["written"] or counts["already_present"] or counts["unreadable"]:
                 log.warning("ledger.recovered", db=db.describe(self.url), **counts)
         return counts
-
-    # --- helpers for reports and tests --------------------------------------
-
-    def count(self, table: Any, *where: Any) -> int:
-        with self.engine.connect() as conn:
-            stmt = select(func.count()).select_from(table)
-            if where:
-                stmt = stmt.where(and_(*where))
-            return int(conn.execute(stmt).scalar_one())
 
 
 class _Statements:
