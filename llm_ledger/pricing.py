@@ -5,18 +5,25 @@ Why bundled-only: a ledger row records which price table produced its cost
 never touch the network. We therefore price against a snapshot built from the data that ships
 inside the installed genai-prices wheel and never start its ``UpdatePrices`` downloader. That
 also keeps us on bundled data if some other code in the process starts the downloader.
+
+Speed: genai-prices' own calculation costs ~100 µs a call. For models whose current prices are
+plain per-token rates we replay the same Decimal arithmetic ourselves (see "Fast path" below),
+which gives the identical ``Decimal`` in a few microseconds; everything else (e.g. tiered
+prices) still goes through genai-prices.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +31,7 @@ import genai_prices
 import structlog
 from genai_prices import Usage
 from genai_prices.data_snapshot import DataSnapshot
+from genai_prices.types import ModelPrice, StartDateConstraint
 
 __all__ = [
     "MODEL_MAP_ENV",
@@ -141,6 +149,7 @@ def price_call(
         return Cost(None, f"cannot price {model!r}: {problem}", version, None)
     assert prompt_tokens is not None and completion_tokens is not None
     cached = cached_tokens or 0
+    reasoning = reasoning_tokens or 0
 
     candidates = _candidate_names(model, config)
     for name in candidates:
@@ -149,17 +158,34 @@ def price_call(
             cost = _custom_cost(custom, prompt_tokens, cached, completion_tokens)
             return Cost(cost, None, CUSTOM_VERSION, name)
 
-    usage = Usage(
-        input_tokens=prompt_tokens,
-        cache_read_tokens=cached or None,
-        output_tokens=completion_tokens,
-        output_reasoning_tokens=reasoning_tokens or None,
+    # Plain ints (the normal case) cannot make genai-prices' Usage raise, so it is only built
+    # when the slow path needs it; anything else is validated up front, as it always was.
+    plain_ints = (
+        type(prompt_tokens) is int
+        and type(completion_tokens) is int
+        and type(cached) is int
+        and type(reasoning) is int
+    )
+    usage = (
+        None if plain_ints else _genai_usage(prompt_tokens, cached, completion_tokens, reasoning)
     )
     for name in candidates:
+        if plain_ints:
+            fast = _fast_prices.get(name)
+            if fast is None or not fast.since <= time.time() < fast.until:
+                found = _find_model(name)
+                if found is None:
+                    continue
+                fast = _build_fast_price(name, *found)
+            if fast.terms is not None:
+                total = _fast_total(fast.terms, prompt_tokens, cached, completion_tokens, reasoning)
+                return Cost(total, None, version, fast.model_id)
         found = _find_model(name)
         if found is None:
             continue
         provider, priced = found
+        if usage is None:
+            usage = _genai_usage(prompt_tokens, cached, completion_tokens, reasoning)
         try:
             calc = priced.calc_price(
                 usage,
@@ -193,15 +219,223 @@ def worst_case_cost(
     ).cost_usd
 
 
-def _candidate_names(model: str, config: PricingConfig) -> list[str]:
+def _genai_usage(prompt: Any, cached: Any, completion: Any, reasoning: Any) -> Usage:
+    """The usage as genai-prices reads it: cache reads within input, reasoning within output."""
+    return Usage(
+        input_tokens=prompt,
+        cache_read_tokens=cached or None,
+        output_tokens=completion,
+        output_reasoning_tokens=reasoning or None,
+    )
+
+
+# --- Fast path ----------------------------------------------------------------------------
+# genai-prices' ModelInfo.calc_price (unit registry, usage inference, leaf decomposition) costs
+# ~100 µs, and real usages rarely repeat, so caching results would not help. But when a model's
+# active prices are all plain Decimals, its total is a fixed sequence of Decimal operations:
+# start at Decimal(0) and, for each price key in the ModelPrice's own order, add
+# ``price * Decimal(count) / unit.per``, where each count is a linear function of (prompt,
+# cached, completion, reasoning) -- e.g. input = prompt - cached once cache reads are priced.
+# _build_fast_price derives that sequence once per model name from genai-prices' own unit
+# registry (mirroring genai_prices.decompose.compute_leaf_values), checks it against
+# genai-prices on sample usages, and price_call then replays it: same operations, same order,
+# same decimal context, hence the identical Decimal (value and exponent). Tiered prices,
+# time-of-day prices, unknown price keys, non-int usage or a failed check use the slow path.
+# Conditional prices with only start dates are resolved per UTC day (they cannot change
+# within one) and rebuilt when the day changes.
+
+_FAST_CACHE_MAX = 4096  # like _find_model's cache: model names come from callers
+_TOKEN_VECTORS: dict[str, tuple[int, int, int, int]] = {
+    # genai-prices usage key -> its count in terms of (prompt, cached, completion, reasoning)
+    "input_tokens": (1, 0, 0, 0),
+    "cache_read_tokens": (0, 1, 0, 0),
+    "output_tokens": (0, 0, 1, 0),
+    "output_reasoning_tokens": (0, 0, 0, 1),
+}
+# Leaf counts the fast path supports -> index into the counts tuple built in _fast_total.
+_COUNT_INDEX: dict[tuple[int, int, int, int], int] = {
+    (1, 0, 0, 0): 0,  # prompt (input when cache reads are not priced separately)
+    (0, 1, 0, 0): 1,  # cached
+    (0, 0, 1, 0): 2,  # completion (output when reasoning is not priced separately)
+    (0, 0, 0, 1): 3,  # reasoning
+    (1, -1, 0, 0): 4,  # prompt - cached
+    (0, 0, 1, -1): 5,  # completion - reasoning
+}
+_ONE_REQUEST = 6  # genai-prices bills a per-request price for one request
+# (prompt, cached, completion, reasoning) usages the fast path must price like genai-prices.
+_SELF_CHECK_USAGES = (
+    (0, 0, 0, 0),
+    (1, 0, 1, 0),
+    (1, 1, 1, 1),
+    (1000, 0, 200, 0),
+    (1000, 800, 200, 150),
+    (123_457, 99_999, 7_531, 7_530),
+    (2_000_000, 1_234_567, 200_000, 150_001),
+    (1_000_000_007, 3, 100_000_009, 5),
+)
+
+# A term: (price, per, count index, None), or (None, None, None, zero) for a priced unit whose
+# count is always 0 here (e.g. web searches): its zero still sets the total's exponent.
+_Term = tuple[Any, Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class _FastPrice:
+    """How to price one model name without genai-prices, valid while since <= time() < until."""
+
+    model_id: str
+    terms: tuple[_Term, ...] | None  # None: this model takes the slow path
+    since: float = -math.inf
+    until: float = math.inf
+
+
+_fast_prices: dict[str, _FastPrice] = {}
+
+
+def _fast_total(
+    terms: tuple[_Term, ...], prompt: int, cached: int, completion: int, reasoning: int
+) -> Decimal:
+    """genai-prices' total for a valid usage (see _usage_problem), with the same operations.
+
+    ``price * count`` with an int count is exactly ``price * Decimal(count)``, and dividing by
+    ``Decimal(per)`` exactly dividing by the int ``per``, as genai-prices does; only faster.
+    """
+    counts = (prompt, cached, completion, reasoning, prompt - cached, completion - reasoning, 1)
+    total = Decimal(0)
+    for price, per, index, zero in terms:
+        if price is None:
+            total += zero
+        else:
+            total += price * counts[index] / per
+    return total
+
+
+def _build_fast_price(
+    name: str, provider: Any, priced: Any, now: datetime | None = None
+) -> _FastPrice:
+    """Derive, check and cache the fast-path terms for ``name``; terms None if not eligible.
+
+    ``now`` (default: the current time) picks the conditional prices; tests pass other dates.
+    The check runs in a default decimal context, so a caller's odd context (tiny precision,
+    trapped Inexact) cannot disable the fast path; priced calls then use the caller's
+    context, exactly as genai-prices would.
+    """
+    now = now or datetime.now(tz=timezone.utc)
+    since, until = -math.inf, math.inf
+    terms: tuple[_Term, ...] | None = None
+    try:
+        prices = priced.prices
+        eligible = provider.id == _PROVIDER_ID  # genai-prices special-cases some other providers
+        if not isinstance(prices, ModelPrice):
+            # Start dates switch prices at UTC midnight, so today's prices hold all day.
+            # Time-of-day (off-peak) or unknown constraints: slow path.
+            eligible = eligible and all(
+                conditional.constraint is None
+                or type(conditional.constraint) is StartDateConstraint
+                for conditional in prices
+            )
+            today = now.date()
+            since = datetime(today.year, today.month, today.day, tzinfo=timezone.utc).timestamp()
+            until = since + 86_400
+        with localcontext(Context(prec=28, rounding=ROUND_HALF_EVEN)):
+            if eligible:
+                terms = _fast_terms(priced.get_prices(now))
+            if terms is not None and not _agrees_with_genai_prices(terms, provider, priced, now):
+                terms = None
+    except Exception:  # any surprise in genai-prices' internals: just use the slow path
+        terms = None
+    fast = _FastPrice(priced.id, terms, since, until)
+    if len(_fast_prices) >= _FAST_CACHE_MAX:
+        _fast_prices.clear()
+    _fast_prices[name] = fast
+    return fast
+
+
+def _fast_terms(model_price: Any) -> tuple[_Term, ...] | None:
+    """The fast-path terms for a resolved ModelPrice, or None if it is not plain Decimal rates."""
+    from genai_prices.decompose import is_descendant_or_self
+    from genai_prices.units import _get_registry
+
+    if type(model_price) is not ModelPrice:
+        return None
+    registry = _get_registry()
+    # A usage reporting every count we pass: a priced key outside _TOKEN_VECTORS must read as 0
+    # from it, as genai-prices infers; if it does here, it does for any subset of these counts.
+    probe = _genai_usage(1, 1, 1, 1)
+    priced_units = []
+    for key, price in model_price.__dict__.items():
+        if key.startswith("_") or price is None:
+            continue
+        if type(price) is not Decimal or not price.is_finite() or price < 0:
+            return None  # tiered, or a value genai-prices would reject
+        unit = registry.unit_for_price_key(key)  # KeyError (unknown key): slow path
+        if unit.usage_key != "requests" and unit.usage_key not in _TOKEN_VECTORS:
+            if getattr(probe, unit.usage_key) != 0:
+                return None
+        priced_units.append((unit, price))
+
+    # Leaf counts as in genai_prices.decompose.compute_leaf_values: a unit's own count minus
+    # the leaf counts of its priced descendants (most specific units first).
+    token_units = sorted(
+        (unit for unit, _ in priced_units if unit.usage_key != "requests"),
+        key=lambda unit: (-len(unit.dimensions), unit.usage_key),
+    )
+    leaves: dict[str, tuple[int, int, int, int]] = {}
+    for unit in token_units:
+        a, b, c, d = _TOKEN_VECTORS.get(unit.usage_key, (0, 0, 0, 0))
+        for other in token_units:
+            if other is not unit and is_descendant_or_self(unit, other):
+                oa, ob, oc, od = leaves[other.usage_key]
+                a, b, c, d = a - oa, b - ob, c - oc, d - od
+        leaves[unit.usage_key] = (a, b, c, d)
+
+    terms: list[_Term] = []
+    for unit, price in priced_units:
+        if unit.usage_key == "requests":
+            terms.append((price, Decimal(unit.per), _ONE_REQUEST, None))
+        elif any(leaves[unit.usage_key]):
+            index = _COUNT_INDEX.get(leaves[unit.usage_key])
+            if index is None:
+                return None  # an unusual decomposition: let genai-prices do it
+            terms.append((price, Decimal(unit.per), index, None))
+        else:
+            terms.append((None, None, None, price * Decimal(0) / unit.per))
+    return tuple(terms)
+
+
+def _agrees_with_genai_prices(
+    terms: tuple[_Term, ...], provider: Any, priced: Any, now: datetime
+) -> bool:
+    """Whether the terms reproduce genai-prices exactly (value and representation)."""
+    for prompt, cached, completion, reasoning in _SELF_CHECK_USAGES:
+        usage = _genai_usage(prompt, cached, completion, reasoning)
+        calc = priced.calc_price(
+            usage, provider, genai_request_timestamp=now, auto_update_timestamp=None
+        )
+        fast = _fast_total(terms, prompt, cached, completion, reasoning)
+        if (
+            fast != calc.total_price
+            or str(fast) != str(calc.total_price)
+            or calc.model.id != priced.id
+        ):
+            return False
+    return True
+
+
+def _candidate_names(model: str, config: PricingConfig) -> tuple[str, ...]:
     """Names to try, best first: the mapped name, the name itself, then without a date suffix."""
+    return _candidates_for(model, config.model_map.get(model))
+
+
+@functools.lru_cache(maxsize=4096)
+def _candidates_for(model: str, mapped: str | None) -> tuple[str, ...]:
     names: list[str] = []
-    for name in (config.model_map.get(model), model):
+    for name in (mapped, model):
         if name:
             for candidate in (name, _DATE_SUFFIX.sub("", name)):
                 if candidate and candidate not in names:
                     names.append(candidate)
-    return names
+    return tuple(names)
 
 
 def _usage_problem(
