@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import db, spool
+from . import checkpoint, db, spool
 from .keys import canonical_json, hash_json
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .policy import StoreMode
@@ -112,6 +113,12 @@ class Ledger:
             OSError,
         )
         self.revision = db.ensure_schema(self.engine, auto_upgrade=auto_upgrade)
+        # A file SQLite ledger gives each thread its own connection for lookups and writes
+        # (no pool checkout per call) and checkpoints its WAL in the background.
+        path = db.sqlite_path(self.url)
+        self._local: threading.local | None = None if path is None else threading.local()
+        self._hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
+        self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
         self._sql = _Statements(
             self.engine.dialect,
             {
@@ -135,17 +142,46 @@ class Ledger:
         return f"Ledger({db.describe(self.url)!r})"
 
     def close(self) -> None:
+        if self.pid == os.getpid():
+            for hot in list(self._hots):
+                hot.close()
+            if self.checkpointer is not None:
+                self.checkpointer.close()
         self.engine.dispose()
+
+    def _hot(self) -> Any:
+        """This thread's own DBAPI connection to a file SQLite ledger, opened on first use.
+
+        It lives as long as the thread (closed when the thread's locals go) or the ledger.
+        Its automatic WAL checkpoint is off: :attr:`checkpointer` runs them after writes.
+        """
+        local = self._local
+        hot = getattr(local, "hot", None)
+        if hot is None or hot.pid != os.getpid():
+            fairy = self.engine.raw_connection()  # the engine's connect-time PRAGMAs apply
+            conn = fairy.driver_connection
+            fairy.detach()
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
+            self._hots.add(hot)
+            _all_hots.add(hot)
+        return hot.conn
 
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
+        params = {"ns": namespace, "h": request_hash, "slot": slot}
+        if self._local is not None:
+            cur = self._hot().cursor()
+            try:
+                row = self._sql.run(cur, "lookup", params).fetchone()
+            finally:
+                cur.close()
+            return self._sql.stored(row) if row is not None else None
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            row = self._sql.run(
-                cur, "lookup", {"ns": namespace, "h": request_hash, "slot": slot}
-            ).fetchone()
+            row = self._sql.run(cur, "lookup", params).fetchone()
             cur.close()
             if self.dialect != "sqlite":
                 conn.rollback()  # end the read transaction the driver opened
@@ -332,7 +368,27 @@ class Ledger:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
-        """A pooled DBAPI connection, one transaction: commit on success, roll back on error."""
+        """One transaction on a DBAPI cursor: commit on success, roll back on error.
+
+        File SQLite: this thread's connection, then a background checkpoint. Otherwise a
+        pooled connection.
+        """
+        if self._local is not None:
+            conn = self._hot()
+            cur = conn.cursor()
+            try:
+                yield cur
+                conn.commit()
+            except BaseException:
+                try:
+                    conn.rollback()
+                except Exception:  # noqa: BLE001 -- a broken connection: open another next time
+                    self._local.hot = None
+                raise
+            finally:
+                cur.close()
+            self.checkpointer.wrote()  # type: ignore[union-attr]
+            return
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
@@ -519,6 +575,24 @@ _COLUMN_KEYS = {
     "insert_tags": ["call_id", "name", "value"],
 }
 
+
+class _Hot:
+    """A thread's connection (a holder, since sqlite3 connections take no weak references)."""
+
+    __slots__ = ("conn", "pid", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        self.pid = -1  # its thread opens a new one if the ledger is used again
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+_all_hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
+_inherited: list[_Hot] = []  # a forked child's copies of the parent's connections: never closed
 _recover_lock = threading.Lock()
 _ledgers: dict[tuple[str, str | None], Ledger] = {}
 _ledgers_lock = threading.Lock()
@@ -544,6 +618,8 @@ def _after_fork_in_child() -> None:
     global _ledgers_lock, _recover_lock
     _ledgers_lock = threading.Lock()
     _recover_lock = threading.Lock()
+    # Closing them here would be closing the parent's SQLite handles: keep them, unused.
+    _inherited.extend(_all_hots)
     for ledger in _ledgers.values():
         ledger.engine.dispose(close=False)
     _ledgers.clear()

@@ -1,0 +1,119 @@
+"""A file SQLite ledger: one connection per thread, WAL checkpoints in the background."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from llm_ledger import checkpoint, repository
+
+from .conftest import msgs
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def _wal_frames(path: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames of it already copied into the database)."""
+    conn = sqlite3.connect(path)
+    try:
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        conn.close()
+    assert busy == 0
+    return log, done
+
+
+def test_calls_checkpoint_the_wal_off_the_calling_thread(client, api, db_path) -> None:
+    for i in range(30):
+        assert client.send_message(msgs(f"q{i}"), temperature=0) is not None
+    ledger = client.ledger
+    hot = ledger._hot()
+    assert hot.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    with ledger.engine.connect() as conn:  # reports, imports, migrations keep SQLite's default
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    cp = ledger.checkpointer
+    assert isinstance(cp, checkpoint.Checkpointer)
+    assert _wait_for(lambda: cp.checkpoints >= 1)
+    assert cp._thread is not None and cp._thread.name.startswith("llm-ledger-checkpoint")
+    assert cp._thread is not threading.current_thread()
+    # Settled: one more checkpoint after the last write has copied every frame.
+    n = cp.checkpoints
+    client.send_message(msgs("last"), temperature=0)
+    assert _wait_for(lambda: cp.checkpoints > n)
+    log, done = _wal_frames(db_path)
+    assert log == done
+
+
+def test_closing_stops_the_thread_and_leaves_the_wal_checkpointed(client, api, db_path) -> None:
+    for i in range(10):
+        client.send_message(msgs(f"q{i}"), temperature=0)
+    ledger = client.ledger
+    thread = ledger.checkpointer._thread
+    assert thread is not None and thread.is_alive()
+    repository.close_all()
+    assert not thread.is_alive()
+    assert ledger.checkpointer._thread is None
+    # Every connection is closed: SQLite checkpointed the WAL and removed it.
+    assert not db_path.with_name(db_path.name + "-wal").exists()
+    # Used again after close: the stored answer, a new connection and a new thread.
+    before = api.request_count
+    client.send_message(msgs("q0"), temperature=0)
+    assert api.request_count == before
+    assert client.ledger.checkpointer._thread is not None
+
+
+def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) -> None:
+    client.send_message(msgs("warm"), temperature=0)
+    ledger = client.ledger
+    seen: dict[str, int] = {}
+
+    def work(name: str) -> None:
+        client.send_message(msgs("warm"), temperature=0)  # a hit, on this thread's connection
+        seen[name] = id(ledger._hot())
+        assert ledger._hot() is ledger._hot()
+
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen.values())) == 4
+    assert id(ledger._hot()) not in seen.values()
+    del threads
+    gc.collect()
+    assert len(ledger._hots) == 1  # only this thread's: the others went with their threads
+
+
+def test_a_failed_write_rolls_back_and_the_connection_stays_usable(client, api, db_path) -> None:
+    client.send_message(msgs("a"), temperature=0)
+    ledger = client.ledger
+    conn = ledger._hot()
+    try:
+        with ledger._transaction() as cur:
+            cur.execute("INSERT INTO call_tags (call_id, name, value) VALUES (1, 'k', 'v')")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert conn.execute("SELECT COUNT(*) FROM call_tags").fetchone() == (0,)
+    assert not conn.in_transaction
+    assert client.send_message(msgs("a"), temperature=0) is not None
+    assert ledger._hot() is conn
+
+
+def test_memory_ledger_keeps_the_pool_and_has_no_checkpointer() -> None:
+    ledger = repository.Ledger(":memory:")
+    try:
+        assert ledger.checkpointer is None and ledger._local is None
+        assert ledger.lookup("", "0" * 64) is None
+    finally:
+        ledger.close()
