@@ -301,9 +301,9 @@ class OpenAIClient:
         self, request: keys.CanonicalRequest, namespace: str, **fields: Any
     ) -> CallRecord:
         sc = current_scope()
-        body = request.body
+        body, text = request.body, request.canonical_json
         if self.redact is not None:
-            body = self.redact(copy.deepcopy(body))  # the redactor may edit in place
+            body, text = self.redact(copy.deepcopy(body)), None  # it may edit in place
         return CallRecord(
             call_uuid=str(uuid.uuid4()),
             created_at=_now(),
@@ -314,6 +314,7 @@ class OpenAIClient:
             namespace=namespace,
             request_hash=request.request_hash,
             request=body,
+            request_text=text,
             library_version=__version__,
             run=sc.run,
             template=sc.template,

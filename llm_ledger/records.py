@@ -88,6 +88,8 @@ class CallRecord:
     served_response_id: int | None = None
     answers: list[Answer] = field(default_factory=list)
     primary_answer: int | None = None  # index into answers whose id goes on the audit row
+    # ``request`` as canonical JSON when the client has it (not redacted): written as is.
+    request_text: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         def conv(value: Any) -> Any:
@@ -103,7 +105,9 @@ class CallRecord:
                 return [conv(v) for v in value]
             return value
 
-        return conv(dataclasses.asdict(self))
+        data = conv(dataclasses.asdict(self))
+        del data["request_text"]  # derived from ``request``; the spool keeps it once
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CallRecord:

@@ -255,7 +255,8 @@ class Ledger:
         call cached that slot meanwhile, the audit row still names the answer given.
         """
         st, now = self._sql, rec.created_at
-        requests = {rec.request_hash: (rec.kind, rec.model, rec.request)}
+        body = rec.request if rec.request_text is None else _Dumped(rec.request_text)
+        requests = {rec.request_hash: (rec.kind, rec.model, body)}
         for a in rec.answers:
             requests.setdefault(a.request_hash, (a.kind, a.model, a.request))
         rows = [
@@ -268,13 +269,14 @@ class Ledger:
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
+            text = canonical_json(a.response)  # serialised once: its hash and its column
             rid = st.insert_id(
                 cur,
                 "insert_response",
                 {
                     "request_hash": a.request_hash,
-                    "response_hash": hash_json(canonical_json(a.response)),
-                    "response": a.response,
+                    "response_hash": hash_json(text),
+                    "response": _Dumped(text),
                     **_usage_columns(a.usage),
                     "cost_usd": a.cost_usd,
                     "cost_note": a.cost_note,
@@ -537,8 +539,19 @@ def _usage_columns(u: Usage) -> dict[str, Any]:
     }
 
 
+class _Dumped:
+    """A JSON column's value already serialised (as db._dumps would), passed through as is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def _json_or_none(v: Any) -> Any:
-    return None if v is None else db._dumps(v)
+    if v is None:
+        return None
+    return v.text if v.__class__ is _Dumped else db._dumps(v)
 
 
 def _sqlite_datetime(v: Any) -> Any:

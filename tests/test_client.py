@@ -387,3 +387,29 @@ def test_stored_response_is_the_sdk_json(client, db_path, api: FakeOpenAIServer)
     client.send_message(msgs(), temperature=0)
     [(response,)] = rows(db_path, "SELECT response FROM responses")
     assert '"object":"chat.completion"' in response and '"system_fingerprint":"fp_test"' in response
+
+
+def test_stored_request_and_response_texts_are_what_their_hashes_name(any_db, api) -> None:
+    """Each JSON text is serialised once for its hash and its column: they must agree."""
+    import hashlib
+    import json
+
+    from sqlalchemy import select
+
+    from llm_ledger import keys
+    from llm_ledger.models import Request, Response
+
+    c = llm_ledger.OpenAIClient(cache_file_name=any_db)
+    c.send_message(msgs("é ü 😀"), temperature=0)
+    ledger = c.ledger
+    with ledger.engine.connect() as conn:
+        ((request_hash, request),) = conn.execute(select(Request.request_hash, Request.request))
+        ((response_hash, response),) = conn.execute(
+            select(Response.response_hash, Response.response)
+        )
+    assert request["messages"] == msgs("é ü 😀")
+    assert hashlib.sha256(keys.canonical_json(request).encode()).hexdigest() == request_hash
+    assert hashlib.sha256(keys.canonical_json(response).encode()).hexdigest() == response_hash
+    assert json.loads(keys.canonical_json(response))["choices"][0]["message"]["content"] == (
+        "answer 1 to: é ü 😀"
+    )
