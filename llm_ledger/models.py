@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -141,6 +142,11 @@ _COST_COLUMNS = (
 )
 
 
+def _partial(condition: str) -> dict[str, Any]:
+    """An index holding only the rows that meet ``condition`` (MariaDB/MySQL: all rows)."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
 class CallLog(Base):
     """The audit log: one row per call, whatever happened to it."""
 
@@ -148,9 +154,15 @@ class CallLog(Base):
     __table_args__ = (
         # Covering indexes for llm_ledger.reports (migration 0002): a cost report walks one in
         # group order and never reads the wide rows; the latency one serves percentiles.
+        # Partial where the engine allows (0003): a call only writes the ones it can appear in.
         Index("ix_call_log_costs_by_model", "model", *_COST_COLUMNS),
-        Index("ix_call_log_costs_by_run", "run", *_COST_COLUMNS),
-        Index("ix_call_log_costs_by_template", "template", *_COST_COLUMNS),
+        Index("ix_call_log_costs_by_run", "run", *_COST_COLUMNS, **_partial("run IS NOT NULL")),
+        Index(
+            "ix_call_log_costs_by_template",
+            "template",
+            *_COST_COLUMNS,
+            **_partial("template IS NOT NULL"),
+        ),
         Index("ix_call_log_costs_by_day", *_COST_COLUMNS),
         Index(
             "ix_call_log_model_latency",
@@ -159,6 +171,7 @@ class CallLog(Base):
             "status",
             "cache_status",
             "created_at",
+            **_partial("cache_status <> 'hit'"),
         ),
     )
 

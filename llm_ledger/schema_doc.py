@@ -271,7 +271,11 @@ def _index_lines(table: Table) -> list[str]:
     lines = []
     for index in sorted(table.indexes, key=lambda i: str(i.name)):
         cols = ", ".join(c.name for c in index.columns)
-        lines.append(f"`{index.name}` ({cols}){' unique' if index.unique else ''}")
+        where = index.dialect_options["sqlite"].get("where")
+        partial = (
+            f" where {where} (SQLite, PostgreSQL; all rows on MariaDB)" if where is not None else ""
+        )
+        lines.append(f"`{index.name}` ({cols}){' unique' if index.unique else ''}{partial}")
     for constraint in sorted(table.constraints, key=lambda c: str(c.name)):
         if isinstance(constraint, UniqueConstraint):
             cols = ", ".join(c.name for c in constraint.columns)

@@ -132,3 +132,44 @@ def test_older_server_ledger_names_the_migrate_command(server: str, request) -> 
         llm_ledger.Ledger(url).close()
     finally:
         engine.dispose()
+
+
+def _index_sql(engine, name: str) -> str:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sql = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+        elif engine.dialect.name == "postgresql":
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+        else:
+            sql = (
+                "SELECT GROUP_CONCAT(column_name ORDER BY seq_in_index) FROM "
+                "information_schema.statistics WHERE table_schema = DATABASE() AND index_name = :n"
+            )
+        return conn.execute(text(sql), {"n": name}).scalar_one()
+
+
+def test_0003_makes_three_report_indexes_partial_where_the_engine_can(any_db: str) -> None:
+    engine = db.make_engine(any_db)
+    try:
+        db.upgrade(engine, "0002")
+        assert "WHERE" not in _index_sql(engine, "ix_call_log_model_latency").upper()
+        db.upgrade(engine)
+        latency = _index_sql(engine, "ix_call_log_model_latency")
+        by_run = _index_sql(engine, "ix_call_log_costs_by_run")
+        by_template = _index_sql(engine, "ix_call_log_costs_by_template")
+        if engine.dialect.name == "sqlite":
+            assert latency.endswith("WHERE cache_status <> 'hit'")
+            assert by_run.endswith("WHERE run IS NOT NULL")
+            assert by_template.endswith("WHERE template IS NOT NULL")
+        elif engine.dialect.name == "postgresql":
+            assert latency.endswith("WHERE ((cache_status)::text <> 'hit'::text)")
+            assert by_run.endswith("WHERE (run IS NOT NULL)")
+            assert by_template.endswith("WHERE (template IS NOT NULL)")
+        else:  # MariaDB has no partial indexes: 0002's stay as they were
+            assert latency == "model,latency_ms,status,cache_status,created_at"
+            assert by_run.startswith("run,created_at,")
+        db.downgrade(engine, "0002")
+        assert "WHERE" not in _index_sql(engine, "ix_call_log_model_latency").upper()
+        assert "WHERE" not in _index_sql(engine, "ix_call_log_costs_by_run").upper()
+    finally:
+        engine.dispose()
