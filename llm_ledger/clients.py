@@ -24,6 +24,7 @@ from . import api, flight, keys, pricing, tokens
 from . import config as cfg
 from ._version import __version__
 from .errors import BudgetExceededError, CacheMissError, ConfigError
+from .log import info_enabled
 from .policy import Action, CallOptions, Decision, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
 from .repository import Ledger, open_ledger
@@ -503,7 +504,8 @@ class _ChatCall:
         )
         rec.latency_ms = self._latency()
         self.c._write(rec)
-        log.info("llm.cache_hit", slot=slot, latency_ms=rec.latency_ms, **self.ctx)
+        if info_enabled():
+            log.info("llm.cache_hit", slot=slot, latency_ms=rec.latency_ms, **self.ctx)
         return self.c._raw_model_response_extractor(stored.response)
 
     def _replay_miss(self, slot: int) -> None:
@@ -582,16 +584,17 @@ class _ChatCall:
         rec.primary_answer = 0
         rec.latency_ms = self._latency()
         winners = self.c._write(rec)
-        log.info(
-            "llm.call",
-            slot=slot,
-            attempts=outcome.attempts,
-            latency_ms=rec.latency_ms,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cost_usd=str(cost.cost_usd) if cost.cost_usd is not None else None,
-            **self.ctx,
-        )
+        if info_enabled():
+            log.info(
+                "llm.call",
+                slot=slot,
+                attempts=outcome.attempts,
+                latency_ms=rec.latency_ms,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=str(cost.cost_usd) if cost.cost_usd is not None else None,
+                **self.ctx,
+            )
         if 0 in winners:
             # Another process stored this slot first: everyone gets that answer.
             return self.c._raw_model_response_extractor(winners[0].response)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import threading
 import weakref
@@ -471,7 +472,7 @@ class _Statements:
         self.dialect = dialect
         self.sqlite = dialect.name == "sqlite"
         self.returning = dialect.name == "postgresql"
-        self.compiled: dict[str, tuple[str, list[str] | None, Any]] = {}
+        self.compiled: dict[str, tuple[str, Any, Any]] = {}
         for name, stmt in statements.items():
             table = getattr(stmt, "table", None)
             if self.returning and name in ("insert_response", "insert_log"):
@@ -481,7 +482,10 @@ class _Statements:
             names = list(c.positiontup) if dialect.positional else list(keys or [])
             convs = [self._converter(table.c.get(k) if table is not None else None) for k in names]
             if dialect.positional:
-                self.compiled[name] = (str(c), names, convs)
+                # Positional: pick the values in order in C, then convert the few that need it.
+                pick = operator.itemgetter(*names) if len(names) > 1 else _single(names)
+                fix = tuple((i, conv) for i, conv in enumerate(convs) if conv is not None)
+                self.compiled[name] = (str(c), pick, fix)
             else:
                 self.compiled[name] = (str(c), None, dict(zip(names, convs, strict=True)))
 
@@ -499,12 +503,14 @@ class _Statements:
         return None
 
     def _args(self, name: str, params: dict[str, Any]) -> Any:
-        sql, order, convs = self.compiled[name]
-        if order is not None:
-            return sql, tuple(
-                params[k] if conv is None else conv(params[k])
-                for k, conv in zip(order, convs, strict=True)
-            )
+        sql, pick, convs = self.compiled[name]
+        if pick is not None:
+            if not convs:
+                return sql, pick(params)
+            values = list(pick(params))
+            for i, conv in convs:
+                values[i] = conv(values[i])
+            return sql, values
         return sql, {k: (v if convs.get(k) is None else convs[k](v)) for k, v in params.items()}
 
     def run(self, cur: Any, name: str, params: dict[str, Any]) -> Any:
@@ -525,6 +531,12 @@ class _Statements:
         if cost is not None and not isinstance(cost, Decimal):
             cost = Decimal(str(round(float(cost), 10)))
         return Stored(row[0], response, stored_at, row[3], row[4], row[5], row[6], row[7], cost)
+
+
+def _single(names: list[str]) -> Any:
+    """itemgetter for one name, returning a 1-tuple as itemgetter does for several."""
+    (name,) = names
+    return lambda params: (params[name],)
 
 
 def _usage_columns(u: Usage) -> dict[str, Any]:

@@ -59,3 +59,17 @@ def test_library_is_quiet_below_warning_by_default() -> None:
     assert structlog.get_config()["wrapper_class"].__name__.startswith(
         "BoundLoggerFilteringAtWarning"
     )
+
+
+def test_hot_paths_skip_info_events_only_when_structlog_filters_them() -> None:
+    from llm_ledger.log import info_enabled
+
+    old = structlog.get_config()
+    try:
+        assert info_enabled() is False  # the library's default: warning and up
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+        assert info_enabled() is True
+        structlog.configure(wrapper_class=structlog.BoundLogger)  # cannot say: log as usual
+        assert info_enabled() is True
+    finally:
+        structlog.configure(**old)
