@@ -416,8 +416,12 @@ class OpenAIClient:
         for b in current_scope().budgets:
             b.settle(reserved, actual)
 
-    def _write(self, rec: CallRecord) -> dict[int, Stored]:
-        if not self._records():
+    def _write(self, rec: CallRecord, *, hit: bool = False) -> dict[int, Stored]:
+        s = self._settings()
+        if not (s.record_calls if self.record_calls is None else self.record_calls):
+            return {}
+        if hit and s.hit_audit == "background":
+            self.ledger.record_later(rec)  # nothing paid, nothing to race for: queue the row
             return {}
         return self.ledger.record_or_spool(rec)
 
@@ -503,7 +507,7 @@ class _ChatCall:
             served_response_id=stored.response_id,
         )
         rec.latency_ms = self._latency()
-        self.c._write(rec)
+        self.c._write(rec, hit=True)
         if info_enabled():
             log.info("llm.cache_hit", slot=slot, latency_ms=rec.latency_ms, **self.ctx)
         return self.c._raw_model_response_extractor(stored.response)

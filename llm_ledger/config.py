@@ -17,6 +17,7 @@ from .errors import ConfigError
 
 MODES = ("record", "replay", "refresh")
 SAMPLINGS = ("auto", "slots", "first")
+HIT_AUDITS = ("sync", "background")
 DEFAULT_DB_FILE = "llm_ledger.db"
 
 
@@ -46,6 +47,7 @@ class Settings:
     api_type: str = "openai"
     template_dir: str = "prompts"
     spool_dir: str | None = None
+    hit_audit: str = "sync"  # "background": hits queue their audit row (see hitlog.py)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -98,9 +100,10 @@ _TYPES: dict[str, type] = {
     "api_type": str,
     "template_dir": str,
     "spool_dir": str,
+    "hit_audit": str,
 }
 _NULLABLE = {"cache_file_name", "max_age", "spool_dir"}
-_CHOICES = {"mode": MODES, "sampling": SAMPLINGS}
+_CHOICES = {"mode": MODES, "sampling": SAMPLINGS, "hit_audit": HIT_AUDITS}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -207,7 +207,7 @@ class EmbeddingCall:
 
     def _finish(self, rec: Any) -> None:
         rec.latency_ms = self._latency()
-        self.c._write(rec)
+        self.c._write(rec, hit=rec.cache_status == "hit" and not rec.answers)
 
     def _result(self, vectors: dict[int, list[float]]) -> list[float] | list[list[float]]:
         if self.single:

@@ -185,6 +185,7 @@ def costs(
     lo, hi = time_range(since, until)
     where = _where(lo, hi, run, model)
     found: list[tuple[str | None, Any]]
+    ledger.flush()  # hit rows still queued by this process (hitlog.py)
     with ledger.engine.connect() as conn:
         if by == "day":
             found = _by_day(conn, where)
@@ -250,6 +251,7 @@ def stats(
     where = _where(lo, hi)
     stmt = select(_LOG.c.model, *_usage_columns()).where(*where).group_by(_LOG.c.model)
     rows = []
+    ledger.flush()  # hit rows still queued by this process (hitlog.py)
     with ledger.engine.connect() as conn:
         for row in conn.execute(stmt).all():
             usage = _usage(row)
@@ -425,6 +427,7 @@ def _in_batches(
     LIMIT n`` instead would re-scan and re-sort every match for every page when the filter
     uses another index (``--model``): quadratic on a big ledger.
     """
+    ledger.flush()  # hit rows still queued by this process (hitlog.py)
     with ledger.engine.connect() as conn:
         ids = sorted(conn.execute(query.with_only_columns(table.c.id)).scalars())
     for start in range(0, len(ids), batch_size):

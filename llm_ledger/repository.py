@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import checkpoint, db, spool
+from . import checkpoint, db, hitlog, spool
 from .keys import canonical_json, hash_json
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .policy import StoreMode
@@ -120,6 +120,8 @@ class Ledger:
         self._local: threading.local | None = None if path is None else threading.local()
         self._hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
         self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
+        self._hits: hitlog.HitWriter | None = None  # hit_audit="background"
+        self._hits_lock = threading.Lock()
         self._sql = _Statements(
             self.engine.dialect,
             {
@@ -144,6 +146,8 @@ class Ledger:
 
     def close(self) -> None:
         if self.pid == os.getpid():
+            if self._hits is not None:
+                self._hits.close()
             for hot in list(self._hots):
                 hot.close()
             if self.checkpointer is not None:
@@ -219,6 +223,31 @@ class Ledger:
         """Write one call. Returns, per answer index, the other writer's entry where a race was lost."""
         with self._transaction() as cur:
             return self._record(cur, rec)
+
+    def record_later(self, rec: CallRecord) -> None:
+        """Queue a hit's audit row for the background writer (``hit_audit="background"``)."""
+        (self._hits or self._hit_writer()).put(rec)
+
+    def _hit_writer(self) -> hitlog.HitWriter:
+        with self._hits_lock:
+            if self._hits is None:
+                self._hits = hitlog.HitWriter(self._record_batch, db.describe(self.url))
+            return self._hits
+
+    def flush(self) -> None:
+        """Write the hit rows still queued by :meth:`record_later` (a no-op otherwise)."""
+        if self._hits is not None:
+            self._hits.flush()
+
+    def _record_batch(self, recs: list[CallRecord]) -> None:
+        """Queued hit rows, one transaction; if refused, row by row (spooling what fails)."""
+        try:
+            with self._transaction() as cur:
+                for rec in recs:
+                    self._record(cur, rec)
+        except self.errors:
+            for rec in recs:
+                self.record_or_spool(rec)
 
     def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
         """Write one call; if the database fails, spool it so the paid answer is not lost."""
