@@ -97,6 +97,7 @@ class Contender:
     title = ""
     audit = True  # writes an audit row per call
     hits = True  # measured on hits as well as stores
+    stores = True  # measured on stores
     max_size: int | None = None  # beyond this the contender is not measured
 
     def __init__(self, workdir: Path, size: int) -> None:
@@ -114,6 +115,9 @@ class Contender:
         return (it.model, it.messages)
 
     def call(self, *args: Any) -> Any: ...
+    def finish(self) -> None:
+        """End of a timed batch, inside the timing: whatever the calls left to do."""
+
     def close(self) -> None: ...
 
     # trimming: by default, rowids of the SQLite tables in ``self.db``
@@ -187,6 +191,52 @@ class LedgerDictAnswers(Ledger):
 
     def __init__(self, workdir: Path, size: int) -> None:
         super().__init__(workdir, size, dict_answers=True)
+
+
+class BackgroundHitsClient(StubClient):
+    """The stub client with ``hit_audit="background"`` for itself only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from llm_ledger import config
+
+        self._own_settings = config.settings().replace(hit_audit="background")
+
+    def _settings(self) -> Any:
+        return self._own_settings
+
+
+class LedgerBackgroundHits(Ledger):
+    """``send_message`` hits with ``hit_audit="background"``: each timed batch ends by
+    writing the rows still queued (inside the timing), so every row is paid for."""
+
+    name = "ledger_bg"
+    title = "llm_ledger send_message, hit_audit=background"
+    stores = False  # a store is written before it returns either way
+
+    def open(self) -> None:
+        self.client = BackgroundHitsClient(
+            cache_file_name=str(self.db),
+            cache_api_calls=True,
+            mode="record",
+            namespace="",
+            record_calls=True,
+            raise_on_error=True,
+            api=self.api,
+        )
+        self.client.ledger  # noqa: B018
+
+    def finish(self) -> None:
+        assert self.client is not None
+        self.client.ledger.flush()
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        with super().restoring():
+            try:
+                yield
+            finally:
+                self.finish()  # rows queued by untimed calls too, before the trim
 
 
 class Floor(Contender):

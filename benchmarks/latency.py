@@ -28,11 +28,17 @@ class BenchError(AssertionError):
     """The harness measured something other than what it claims (a hit that called the API)."""
 
 
-def time_batch(fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> float:
-    """Microseconds per call of ``fn(*a)`` over ``args``."""
+def time_batch(
+    fn: Callable[..., Any],
+    args: Sequence[tuple[Any, ...]],
+    finish: Callable[[], None] | None = None,
+) -> float:
+    """Microseconds per call of ``fn(*a)`` over ``args`` (and ``finish()`` after them)."""
     t0 = time.perf_counter()
     for a in args:
         fn(*a)
+    if finish is not None:
+        finish()
     return (time.perf_counter() - t0) / len(args) * 1e6
 
 
@@ -72,7 +78,7 @@ def _batch(c: Contender, items: list[int], kind: str, warm: Sequence[int] = ()) 
     with c.restoring():
         for a in warm_args:
             c.call(*a)
-        seconds = time_batch(c.call, args) * len(args) / 1e6
+        seconds = time_batch(c.call, args, c.finish) * len(args) / 1e6
     made = c.api.calls - calls
     want = 0 if kind == "hit" else len(items)
     if made != want:
@@ -110,7 +116,8 @@ def measure(
         if c.hits:
             check_hit(c, size // 2)
             _batch(c, [rngs[size].randrange(size) for _ in range(min(hit_ops, 50))], "hit")
-        _batch(c, list(range(FRESH, FRESH + min(store_ops_of(c), 20))), "store")
+        if c.stores:
+            _batch(c, list(range(FRESH, FRESH + min(store_ops_of(c), 20))), "store")
     for _ in range(repeats):
         settle()
         hits = {size: [rngs[size].randrange(size) for _ in range(hit_ops)] for size in groups}
@@ -124,13 +131,16 @@ def measure(
                     share = _split(hits[size], rounds)[k]
                     spent[size, c.name][0] += _batch(c, share, "hit", warm)
                 share = _split(fresh, rounds)[k]
-                if share:
+                if share and c.stores:
                     spent[size, c.name][1] += _batch(c, share, "store", warm)
         for size, c in units:
             hit_s, store_s = spent[size, c.name]
             if c.hits:
                 runs[size]["hit_us"].setdefault(c.name, []).append(hit_s / hit_ops * 1e6)
-            runs[size]["store_us"].setdefault(c.name, []).append(store_s / store_ops_of(c) * 1e6)
+            if c.stores:
+                runs[size]["store_us"].setdefault(c.name, []).append(
+                    store_s / store_ops_of(c) * 1e6
+                )
     return runs
 
 

@@ -34,6 +34,7 @@ OPTIONAL = ("langchain", "diskcache")
 SKIPPABLE = (
     "sqlite3_ledger_schema",
     "ledger_dict",
+    "ledger_bg",
     "langchain",
     "diskcache",
     "pickle",
@@ -170,6 +171,8 @@ def available(
         kinds.append(contenders.LedgerSchemaFloor)
     if "ledger_dict" not in args.skip:
         kinds.append(contenders.LedgerDictAnswers)
+    if "ledger_bg" not in args.skip:
+        kinds.append(contenders.LedgerBackgroundHits)
     checks = {
         "langchain": contenders.langchain_installed,
         "diskcache": contenders.diskcache_installed,
