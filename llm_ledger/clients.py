@@ -8,6 +8,7 @@ before they are returned; if the ledger cannot take them they go to the spool.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 import uuid
@@ -162,8 +163,7 @@ class OpenAIClient:
     def _endpoint_host(self) -> str | None:
         if self._client is None:
             return None
-        netloc = urlparse(str(getattr(self._client, "base_url", ""))).netloc
-        return netloc.rpartition("@")[2] or None  # never user:password@
+        return _host_of(str(getattr(self._client, "base_url", "")))
 
     def _api_key(self) -> str | None:
         return getattr(self._client, "api_key", None) if self._client is not None else None
@@ -638,6 +638,12 @@ class AzureClient(OpenAIClient):
             api_version=os.environ.get("OPENAI_API_VERSION", "2024-06-01"),
             max_retries=0,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _host_of(base_url: str) -> str | None:
+    netloc = urlparse(base_url).netloc
+    return netloc.rpartition("@")[2] or None  # never user:password@
 
 
 def _usd(amount: Decimal) -> str:
