@@ -7,21 +7,24 @@ ledger (import, copy, pickle import), and ``prune`` / ``vacuum``. It is the
 only other code that writes SQL for the ledger's tables.
 
 Rows travel as plain dicts keyed by column name with Python values (datetime,
-Decimal, dict). Surrogate ids never cross ledgers: a response row carries its
-*source* ``id`` so that cache entries and audit rows can be remapped to the
+Decimal, dict). Surrogate ids never cross ledgers in a merge: a response row carries
+its *source* ``id`` so that cache entries and audit rows can be remapped to the
 target's ids; everything else is matched by its natural identity:
 
 - requests by ``request_hash``;
 - responses by ``(request_hash, response_hash)``;
 - cache entries by ``(namespace, request_hash, slot)`` (an existing target entry wins);
 - audit rows by ``call_uuid`` (their tags travel with them as ``call_tags``).
+
+The one exception is a copy of a whole ledger into an empty one (``Merger(keep_ids=...)``):
+it writes the rows as they are, ids included, so nothing has to be mapped or remembered.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -96,6 +99,42 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             yield conn
         finally:
             conn.rollback()
+
+
+@contextlib.contextmanager
+def indexes_deferred(conn: Connection) -> Iterator[None]:
+    """SQLite: the ledger tables' plain (non-unique) indexes are dropped, then built again
+    from their own CREATE statements when the block ends, all in the connection's
+    transaction. For loading an empty ledger: building an index sorts its rows once,
+    where keeping it up to date row by row rewrites its pages over and over. Nothing is
+    asked of the target meanwhile, so no query misses them. Other engines: nothing.
+
+    An exception leaves the block without building them: the caller's rollback brings
+    them back.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    if not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN")  # pysqlite begins only before DML, not DDL
+    names = [
+        name
+        for table in TABLES
+        for _, name, unique, origin, *_ in conn.exec_driver_sql(f"PRAGMA index_list({table})")
+        if origin == "c" and not unique
+    ]
+    created = {
+        name: sql
+        for name, sql in conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+        )
+        if name in names
+    }
+    for name in names:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    for name in names:
+        conn.exec_driver_sql(created[name])
 
 
 # --- what an export takes ----------------------------------------------------
@@ -330,16 +369,23 @@ def read_responses(conn: Connection, sel: Selection, batch_size: int) -> Iterato
     return _keyset(conn, list(_RESP.c), _RESP.c.id, sel.responses(), batch_size)
 
 
-def read_cache_entries(conn: Connection, sel: Selection, batch_size: int) -> Iterator[list[dict]]:
+def read_cache_entries(
+    conn: Connection, sel: Selection, batch_size: int, *, keep_id: bool = False
+) -> Iterator[list[dict]]:
+    """Cache entries, without their surrogate ``id`` unless ``keep_id``."""
     columns = [*_ENTRY_COLUMNS, _ENTRY.c.id]
     for rows in _keyset(conn, columns, _ENTRY.c.id, sel.entries(), batch_size):
-        for row in rows:
-            del row["id"]
+        if not keep_id:
+            for row in rows:
+                del row["id"]
         yield rows
 
 
-def read_calls(conn: Connection, sel: Selection, batch_size: int) -> Iterator[list[dict]]:
-    """Audit rows (without their surrogate id), each with its tag rows as ``call_tags``."""
+def read_calls(
+    conn: Connection, sel: Selection, batch_size: int, *, keep_id: bool = False
+) -> Iterator[list[dict]]:
+    """Audit rows (without their surrogate id unless ``keep_id``), each with its tag rows
+    as ``call_tags``."""
     for rows in _keyset(conn, list(_LOG.c), _LOG.c.id, sel.exported_calls(), batch_size):
         tags: dict[int, dict[str, str]] = {}
         first, last = rows[0]["id"], rows[-1]["id"]
@@ -349,8 +395,21 @@ def read_calls(conn: Connection, sel: Selection, batch_size: int) -> Iterator[li
         for call_id, name, value in conn.execute(stmt):
             tags.setdefault(call_id, {})[name] = value
         for row in rows:
-            row["call_tags"] = tags.get(row.pop("id"), {})
+            row["call_tags"] = tags.get(row["id"] if keep_id else row.pop("id"), {})
         yield rows
+
+
+ID_TABLES = ("responses", "cache_entries", "call_log")
+"""The tables with a surrogate ``id``."""
+
+
+def max_ids(conn: Connection) -> dict[str, int]:
+    """The highest ``id`` per table with surrogate ids (0 for an empty table)."""
+    tables = {"responses": _RESP, "cache_entries": _ENTRY, "call_log": _LOG}
+    return {
+        name: int(conn.execute(select(func.max(t.c.id))).scalar() or 0)
+        for name, t in tables.items()
+    }
 
 
 # --- merging ------------------------------------------------------------------
@@ -400,12 +459,28 @@ class Merger:
     in batches. Rows whose references cannot be resolved are refused, never half-written.
     A table that was empty when the merge began is not queried for what it holds: only
     this merge's own rows can be there, and they are remembered.
+
+    ``verbatim`` (see ``keep_ids``): the target was empty and rows keep their ids.
     """
 
-    def __init__(self, target: Ledger, conn: Connection, *, source_unique: bool = False) -> None:
+    def __init__(
+        self,
+        target: Ledger,
+        conn: Connection,
+        *,
+        source_unique: bool = False,
+        keep_ids: Mapping[str, int] | None = None,
+    ) -> None:
         """``source_unique``: the rows come from a ledger, whose constraints already make
         request hashes, cache keys and call uuids unique, so a merge into an empty table
-        need not remember them (memory stays flat however large the copy)."""
+        need not remember them.
+
+        ``keep_ids``: the rows are a whole ledger's, read with their ids (cache entries and
+        calls too: ``keep_id=True``), and this is its :func:`max_ids`. If every target table
+        is empty, the merge is a verbatim copy: rows keep their ids (so nothing is mapped or
+        remembered and memory stays flat however large the copy) and identical responses
+        stay apart, as they are in the source. Otherwise it is an ordinary merge.
+        """
         self.conn = conn
         self.result = MergeResult()
         self.response_ids: dict[int, int] = {}  # source response id -> target response id
@@ -413,23 +488,42 @@ class Merger:
             t.name: conn.execute(select(literal(1)).select_from(t).limit(1)).first() is None
             for t in (_REQ, _RESP, _ENTRY, _LOG)
         }
+        self.verbatim = (
+            keep_ids is not None
+            and all(self._fresh.values())
+            and conn.execute(select(literal(1)).select_from(_TAGS).limit(1)).first() is None
+        )
+        self._refused_ids: set[int] = set()  # verbatim: source ids of refused responses
         self._mine: dict[str, dict[Any, Any]] = {t: {} for t in self._fresh}
         # Tables whose rows must be remembered to catch a key seen again later in the merge.
         self._remember = {
-            t: fresh and (t == _RESP.name or not source_unique) for t, fresh in self._fresh.items()
+            t: fresh and not self.verbatim and (t == _RESP.name or not source_unique)
+            for t, fresh in self._fresh.items()
         }
         ignore = target.insert_ignore
+        names = (lambda t: [c.name for c in t.c]) if self.verbatim else _names
         self._insert = {
             "requests": _Insert(
                 conn, ignore(_REQ, ["request_hash"]), _REQ, [c.name for c in _REQ.c]
             ),
-            "responses": _Insert(conn, insert(_RESP), _RESP, _names(_RESP)),
+            "responses": _Insert(conn, insert(_RESP), _RESP, names(_RESP)),
             "cache_entries": _Insert(
-                conn, ignore(_ENTRY, ["namespace", "request_hash", "slot"]), _ENTRY, _names(_ENTRY)
+                conn, ignore(_ENTRY, ["namespace", "request_hash", "slot"]), _ENTRY, names(_ENTRY)
             ),
-            "call_log": _Insert(conn, insert(_LOG), _LOG, _names(_LOG)),
+            "call_log": _Insert(conn, insert(_LOG), _LOG, names(_LOG)),
             "call_tags": _Insert(conn, insert(_TAGS), _TAGS, [c.name for c in _TAGS.c]),
         }
+        if self.verbatim and keep_ids is not None and conn.dialect.name == "postgresql":
+            # Explicit ids leave the sequences behind; move them past the copy's ids now
+            # (setval is not transactional), so no later insert, not even a concurrent one,
+            # takes an id the copy writes. MariaDB's AUTO_INCREMENT and SQLite's rowid
+            # follow the highest id written by themselves.
+            for name in ID_TABLES:
+                if keep_ids.get(name):
+                    conn.execute(
+                        text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :n)"),
+                        {"t": name, "n": keep_ids[name]},
+                    )
 
     def _present(
         self, table: Any, column: Any, values: Iterable[Any], *extra: Any
@@ -474,6 +568,18 @@ class Merger:
     ) -> None:
         """Rows carry their source ``id``; ``refused`` may name a reason to refuse a row."""
         tally = self.result.tallies["responses"]
+        if self.verbatim:
+            kept = []
+            for row in rows:
+                reason = refused(row)
+                if reason is None:
+                    kept.append(row)
+                else:
+                    self.result.refuse("responses", reason)
+                    self._refused_ids.add(row["id"])
+            self._insert["responses"].run(kept)
+            tally.added += len(kept)
+            return
         known = self._response_ids({r["response_hash"] for r in rows})
         new: dict[tuple[str, str], list[int]] = {}
         to_insert = []
@@ -522,6 +628,16 @@ class Merger:
     def cache_entries(self, rows: Sequence[dict[str, Any]]) -> None:
         """Rows' ``response_id`` is the source's; an entry already in the target wins."""
         tally = self.result.tallies["cache_entries"]
+        if self.verbatim:
+            kept = []
+            for row in rows:
+                if row["response_id"] in self._refused_ids:
+                    self.result.refuse("cache_entries", "its response was refused or is missing")
+                else:
+                    kept.append(row)
+            self._insert["cache_entries"].run(kept)
+            tally.added += len(kept)
+            return
         found = self._present(
             _ENTRY,
             _ENTRY.c.request_hash,
@@ -549,6 +665,9 @@ class Merger:
     def calls(self, rows: Sequence[dict[str, Any]]) -> None:
         """Audit rows keep their call_uuid; ``call_tags`` (name -> value) go with them."""
         tally, tags = self.result.tallies["calls"], self.result.tallies["call_tags"]
+        if self.verbatim:
+            self._calls_verbatim(rows)
+            return
         found = self._present(
             _LOG,
             _LOG.c.call_uuid,
@@ -593,6 +712,21 @@ class Merger:
             ]
             self._insert["call_tags"].run(tag_rows)
             tags.added += len(tag_rows)
+
+    def _calls_verbatim(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Audit rows with their source ``id``, which their tags refer to."""
+        kept, tag_rows = [], []
+        for row in rows:
+            if row["response_id"] is not None and row["response_id"] in self._refused_ids:
+                self.result.refuse("calls", "its response was refused or is missing")
+                continue
+            kept.append(row)
+            for k, v in (row.get("call_tags") or {}).items():
+                tag_rows.append({"call_id": row["id"], "name": k, "value": v})
+        self._insert["call_log"].run(kept)
+        self._insert["call_tags"].run(tag_rows)
+        self.result.tallies["calls"].added += len(kept)
+        self.result.tallies["call_tags"].added += len(tag_rows)
 
 
 def _names(table: Any) -> list[str]:

@@ -11,6 +11,7 @@ before anything is written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -558,6 +559,10 @@ def import_bundle(
     return result
 
 
+COPY_CACHE_KIB = 16384
+"""SQLite page cache of a copy's target connection (the default is 2 MiB)."""
+
+
 def copy_ledger(
     source: Ledger | str,
     target_url: str,
@@ -565,7 +570,12 @@ def copy_ledger(
     batch_size: int = 5000,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Merge every row of ``source`` into the ledger at ``target_url`` (import's rules).
+    """Copy every row of ``source`` into the ledger at ``target_url``.
+
+    Into an empty ledger (the usual case: a new database) the copy is verbatim: every
+    row keeps its id, so the target equals the source, identical responses included,
+    and memory stays flat however large the ledger. Into a ledger holding rows it is a
+    merge with import's rules (so copying twice adds nothing the second time).
 
     The target schema is created or upgraded; the copy reads one snapshot of the
     source and writes in one transaction (all or nothing), in batches of executemany.
@@ -579,16 +589,30 @@ def copy_ledger(
         started = time.perf_counter()
         try:
             with bulk.snapshot(src.engine) as read, target.engine.begin() as write:
+                if target.dialect == "sqlite":
+                    # One transaction rewrites the index pages over and over: in SQLite's
+                    # default 2 MB cache they are spilled and written again and again. A
+                    # fixed size: memory stays flat however large the ledger.
+                    write.exec_driver_sql(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
+                    # The write lock now, before the Merger looks at what the target holds
+                    # (pysqlite would begin only at the first INSERT).
+                    write.exec_driver_sql("BEGIN IMMEDIATE")
                 sel = bulk.Selection()
                 total = sum(bulk.count_selected(read, sel).values()) if progress else None
-                merger = bulk.Merger(target, write, source_unique=True)
+                merger = bulk.Merger(target, write, source_unique=True, keep_ids=bulk.max_ids(read))
                 steps: list[tuple[Any, Callable[[list[dict[str, Any]]], None]]] = [
                     (bulk.read_requests, merger.requests),
                     (bulk.read_responses, merger.responses),
-                    (bulk.read_cache_entries, merger.cache_entries),
-                    (bulk.read_calls, merger.calls),
+                    (
+                        functools.partial(bulk.read_cache_entries, keep_id=True),
+                        merger.cache_entries,
+                    ),
+                    (functools.partial(bulk.read_calls, keep_id=True), merger.calls),
                 ]
-                with progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance:
+                with (
+                    bulk.indexes_deferred(write) if merger.verbatim else contextlib.nullcontext(),
+                    progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance,
+                ):
                     for read_batches, write_batch in steps:
                         for rows in read_batches(read, sel, batch_size):
                             write_batch(rows)

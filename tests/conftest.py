@@ -39,6 +39,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
             "LLM_LEDGER_TEST_"
         ):
             monkeypatch.delenv(name)
+    # A server ledger's spool lives under $XDG_CACHE_HOME: one test's must not reach the next.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.chdir(tmp_path)
     config.reset_settings({})
     registry.reset_clients()
