@@ -167,6 +167,8 @@ class Ledger:
             conn = fairy.driver_connection
             fairy.detach()
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # After a burst the WAL is reset, not shrunk; keep at most 64 MB of it on disk.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
             hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
             self._hots.add(hot)
             _all_hots.add(hot)
