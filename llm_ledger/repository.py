@@ -154,11 +154,12 @@ class Ledger:
                 self.checkpointer.close()
         self.engine.dispose()
 
-    def _hot(self) -> Any:
+    def _hot(self) -> _Hot:
         """This thread's own DBAPI connection to a file SQLite ledger, opened on first use.
 
         It lives as long as the thread (closed when the thread's locals go) or the ledger.
         Its automatic WAL checkpoint is off: :attr:`checkpointer` runs them after writes.
+        Used under its lock, so :meth:`close` from another thread waits for a call to end.
         """
         local = self._local
         hot = getattr(local, "hot", None)
@@ -172,18 +173,20 @@ class Ledger:
             hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
             self._hots.add(hot)
             _all_hots.add(hot)
-        return hot.conn
+        return hot
 
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
         params = {"ns": namespace, "h": request_hash, "slot": slot}
         if self._local is not None:
-            cur = self._hot().cursor()
-            try:
-                row = self._sql.run(cur, "lookup", params).fetchone()
-            finally:
-                cur.close()
+            hot = self._hot()
+            with hot.lock:
+                cur = hot.conn.cursor()
+                try:
+                    row = self._sql.run(cur, "lookup", params).fetchone()
+                finally:
+                    cur.close()
             return self._sql.stored(row) if row is not None else None
         conn = self.engine.raw_connection()
         try:
@@ -408,19 +411,21 @@ class Ledger:
         pooled connection.
         """
         if self._local is not None:
-            conn = self._hot()
-            cur = conn.cursor()
-            try:
-                yield cur
-                conn.commit()
-            except BaseException:
+            hot = self._hot()
+            with hot.lock:
+                conn = hot.conn
+                cur = conn.cursor()
                 try:
-                    conn.rollback()
-                except Exception:  # noqa: BLE001 -- a broken connection: open another next time
-                    self._local.hot = None
-                raise
-            finally:
-                cur.close()
+                    yield cur
+                    conn.commit()
+                except BaseException:
+                    try:
+                        conn.rollback()
+                    except Exception:  # noqa: BLE001 -- broken: open another next time
+                        self._local.hot = None
+                    raise
+                finally:
+                    cur.close()
             self.checkpointer.wrote()  # type: ignore[union-attr]
             return
         conn = self.engine.raw_connection()
@@ -635,16 +640,19 @@ _COLUMN_KEYS = {
 class _Hot:
     """A thread's connection (a holder, since sqlite3 connections take no weak references)."""
 
-    __slots__ = ("conn", "pid", "__weakref__")
+    __slots__ = ("conn", "pid", "lock", "__weakref__")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.pid = os.getpid()
+        self.lock = threading.RLock()
 
     def close(self) -> None:
-        self.pid = -1  # its thread opens a new one if the ledger is used again
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        """Close it once its thread is between calls (never under a running statement)."""
+        with self.lock:
+            self.pid = -1  # its thread opens a new one if the ledger is used again
+            with contextlib.suppress(Exception):
+                self.conn.close()
 
 
 _all_hots: weakref.WeakSet[_Hot] = weakref.WeakSet()

@@ -37,7 +37,7 @@ def test_calls_checkpoint_the_wal_off_the_calling_thread(client, api, db_path) -
     for i in range(30):
         assert client.send_message(msgs(f"q{i}"), temperature=0) is not None
     ledger = client.ledger
-    hot = ledger._hot()
+    hot = ledger._hot().conn
     assert hot.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     with ledger.engine.connect() as conn:  # reports, imports, migrations keep SQLite's default
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
@@ -79,7 +79,7 @@ def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) 
 
     def work(name: str) -> None:
         client.send_message(msgs("warm"), temperature=0)  # a hit, on this thread's connection
-        seen[name] = id(ledger._hot())
+        seen[name] = id(ledger._hot().conn)
         assert ledger._hot() is ledger._hot()
 
     threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
@@ -88,7 +88,7 @@ def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) 
     for t in threads:
         t.join()
     assert len(set(seen.values())) == 4
-    assert id(ledger._hot()) not in seen.values()
+    assert id(ledger._hot().conn) not in seen.values()
     del threads
     gc.collect()
     assert len(ledger._hots) == 1  # only this thread's: the others went with their threads
@@ -97,7 +97,7 @@ def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) 
 def test_a_failed_write_rolls_back_and_the_connection_stays_usable(client, api, db_path) -> None:
     client.send_message(msgs("a"), temperature=0)
     ledger = client.ledger
-    conn = ledger._hot()
+    conn = ledger._hot().conn
     try:
         with ledger._transaction() as cur:
             cur.execute("INSERT INTO call_tags (call_id, name, value) VALUES (1, 'k', 'v')")
@@ -107,7 +107,7 @@ def test_a_failed_write_rolls_back_and_the_connection_stays_usable(client, api, 
     assert conn.execute("SELECT COUNT(*) FROM call_tags").fetchone() == (0,)
     assert not conn.in_transaction
     assert client.send_message(msgs("a"), temperature=0) is not None
-    assert ledger._hot() is conn
+    assert ledger._hot().conn is conn
 
 
 def test_memory_ledger_keeps_the_pool_and_has_no_checkpointer() -> None:
@@ -117,3 +117,33 @@ def test_memory_ledger_keeps_the_pool_and_has_no_checkpointer() -> None:
         assert ledger.lookup("", "0" * 64) is None
     finally:
         ledger.close()
+
+
+def test_close_waits_for_another_threads_call_to_finish(client, api, db_path) -> None:
+    client.send_message(msgs("a"), temperature=0)
+    ledger = client.ledger
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def slow_write() -> None:
+        try:
+            with ledger._transaction() as cur:
+                cur.execute("INSERT INTO call_tags (call_id, name, value) VALUES (1, 'k', 'v')")
+                inside.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 -- the assertion below names it
+            errors.append(exc)
+
+    t = threading.Thread(target=slow_write)
+    t.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=ledger.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # waiting for the write, not closing under it
+    release.set()
+    t.join(10)
+    closer.join(10)
+    assert not closer.is_alive() and errors == []
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT name, value FROM call_tags").fetchall() == [("k", "v")]
+    conn.close()
