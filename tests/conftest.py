@@ -8,7 +8,8 @@ with the reason, unless LLM_LEDGER_REQUIRE_DBS=1 (CI), where it fails.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,13 @@ def any_db(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
 
 def msgs(text: str = "hello there") -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``seconds`` pass (its last answer)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -5,21 +5,11 @@ from __future__ import annotations
 import gc
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from llm_ledger import checkpoint, repository
 
-from .conftest import msgs
-
-
-def _wait_for(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+from .conftest import msgs, wait_for
 
 
 def _wal_frames(path: Path) -> tuple[int, int]:
@@ -43,13 +33,13 @@ def test_calls_checkpoint_the_wal_off_the_calling_thread(client, api, db_path) -
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     cp = ledger.checkpointer
     assert isinstance(cp, checkpoint.Checkpointer)
-    assert _wait_for(lambda: cp.checkpoints >= 1)
+    assert wait_for(lambda: cp.checkpoints >= 1)
     assert cp._thread is not None and cp._thread.name.startswith("llm-ledger-checkpoint")
     assert cp._thread is not threading.current_thread()
     # Settled: one more checkpoint after the last write has copied every frame.
     n = cp.checkpoints
     client.send_message(msgs("last"), temperature=0)
-    assert _wait_for(lambda: cp.checkpoints > n)
+    assert wait_for(lambda: cp.checkpoints > n)
     log, done = _wal_frames(db_path)
     assert log == done
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import llm_ledger
 from llm_ledger import config, reports, repository
 from llm_ledger.errors import ConfigError
 
-from .conftest import msgs
+from .conftest import msgs, wait_for
 
 
 def _calls(path: Path) -> list[tuple]:
@@ -26,15 +25,6 @@ def _calls(path: Path) -> list[tuple]:
         ).fetchall()
     finally:
         conn.close()
-
-
-def _wait_for(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def test_hits_are_written_by_the_background_thread(client, api, db_path, backgro
     assert api.chat_count == 1
     writer = client.ledger._hits
     assert writer is not None
-    assert _wait_for(lambda: len(_calls(db_path)) == 21)
+    assert wait_for(lambda: len(_calls(db_path)) == 21)
     assert _calls(db_path) == [("miss", "ok", 1, 4, 0)] + [("hit", "ok", 1, 4, 1)] * 20
     assert writer.written == 20 and writer.pending() == 0
     assert writer._thread is not None and writer._thread.name.startswith("llm-ledger-hits")
