@@ -77,6 +77,7 @@ _IN_CHUNK = 1000  # values per IN (...) list: well inside every engine's bind-pa
 def opened(ledger_or_location: Ledger | str) -> Iterator[Ledger]:
     """The given Ledger, or one opened (and closed afterwards) for a location."""
     if isinstance(ledger_or_location, Ledger):
+        ledger_or_location.flush()  # hit rows this process still has queued (hitlog.py)
         yield ledger_or_location
         return
     ledger = Ledger(ledger_or_location)

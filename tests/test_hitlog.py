@@ -138,3 +138,18 @@ def test_background_hits_on_each_engine(any_db, api, background) -> None:
             select(CallLog.cache_status, func.count()).group_by(CallLog.cache_status)
         ).all()
     assert sorted(tuple(r) for r in got) == [("hit", 5), ("miss", 1)]
+
+
+def test_an_export_of_the_open_ledger_includes_queued_hit_rows(
+    client, api, db_path, background, tmp_path
+) -> None:
+    from llm_ledger import transfer
+
+    client.send_message(msgs("q"), temperature=0)
+    ledger = client.ledger
+    ledger._hit_writer().interval = 3600
+    for _ in range(3):
+        client.send_message(msgs("q"), temperature=0)
+    assert ledger._hits.pending() == 3
+    result = transfer.export_bundle(ledger, tmp_path / "out.jsonl.gz")
+    assert result["counts"]["calls"] == 4
