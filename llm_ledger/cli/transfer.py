@@ -141,7 +141,8 @@ def copy_cmd(
     progress: ProgressOption = False,
     fmt: Format = FORMAT_OPTION,
 ) -> None:
-    """Copy the whole ledger into another database (created or upgraded), merging like import.
+    """Copy the whole ledger into another database (created or upgraded): row for row, ids
+    included, into an empty one; merging like import into one that holds rows.
 
     Example: llm-ledger --db llm_ledger.db copy --to postgresql://me@db.internal/ledger
     """
