@@ -18,68 +18,53 @@ a new one; a forked child starts its own.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import threading
 from pathlib import Path
 
 import structlog
 
+from .background import Debounced
+
 log = structlog.get_logger("llm_ledger")
 
 DEFAULT_INTERVAL_S = 0.05
+_inherited: list[sqlite3.Connection] = []  # a forked child's copies of the parent's
 
 
-class Checkpointer:
+class Checkpointer(Debounced):
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` on ``path`` after writes, in a daemon thread."""
 
     def __init__(self, path: Path, interval: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(f"llm-ledger-checkpoint:{path.name}", interval)
         self.path = path
-        self.interval = interval
         self.checkpoints = 0  # completed checkpoint calls (tests read it)
-        self._wrote = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # the thread's own
 
     def wrote(self) -> None:
         """Called after each commit: a checkpoint will follow within ``interval`` seconds."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid() or not thread.is_alive():
-            self._start()
-        self._wrote.set()
+        self.poke()
 
-    def _start(self) -> None:
-        with self._lock:
-            thread = self._thread
-            if thread is not None and self._pid == os.getpid() and thread.is_alive():
+    def work(self) -> None:
+        if self._conn is None:
+            try:
+                self._conn = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+            except sqlite3.Error as exc:  # tried again after the next write
+                log.warning("ledger.checkpointer_failed", db=str(self.path), error=str(exc))
                 return
-            if self._pid != os.getpid():
-                # A forked child: the parent's thread and events do not exist here.
-                self._wrote, self._stop = threading.Event(), threading.Event()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name=f"llm-ledger-checkpoint:{self.path.name}", daemon=True
-            )
-            self._thread.start()
+        self._checkpoint(self._conn)
 
-    def _run(self) -> None:
-        wrote, stop = self._wrote, self._stop
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            log.warning("ledger.checkpointer_failed", db=str(self.path), error=str(exc))
-            return
-        try:
-            while not stop.is_set():
-                wrote.wait()
-                if stop.wait(self.interval):
-                    break
-                wrote.clear()
-                self._checkpoint(conn)
-        finally:
+    def _thread_exit(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()
+
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        if self._conn is not None:  # the parent's: kept, never closed here
+            _inherited.append(self._conn)
+            self._conn = None
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
@@ -90,14 +75,8 @@ class Checkpointer:
 
     def close(self) -> None:
         """Stop the thread, then checkpoint what the last writes left in the WAL."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid():
+        if not self.stop():
             return
-        self._stop.set()
-        self._wrote.set()
-        thread.join(timeout=10)
-        self._thread = None
-        self._wrote, self._stop = threading.Event(), threading.Event()  # a later write restarts
         with contextlib.suppress(sqlite3.Error):
             conn = sqlite3.connect(self.path, isolation_level=None)
             try:

@@ -1,0 +1,82 @@
+"""The repository's background threads: work done shortly after it is asked for, off the
+callers' threads. ``checkpoint.Checkpointer`` and ``hitlog.HitWriter`` are the two kinds."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+class Debounced:
+    """A daemon thread that runs :meth:`work` at most every ``interval`` seconds after a
+    :meth:`poke`, so a burst of pokes costs one run.
+
+    :meth:`stop` ends the thread (a later poke starts another). In a forked child the
+    parent's thread, locks and events do not exist: the first poke there starts afresh.
+    """
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.name = name
+        self.interval = interval
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def work(self) -> None:
+        """What the thread does after pokes (subclasses)."""
+
+    def _thread_exit(self) -> None:
+        """Called on the thread as it ends (subclasses release what it held)."""
+
+    def _after_fork(self) -> None:
+        """Forget the parent's thread; subclasses also drop what belongs to the parent."""
+        self._start_lock = threading.Lock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = None
+        self._pid = os.getpid()
+
+    def _forked(self) -> bool:
+        """True (after resetting) if this is a forked child's first use."""
+        if self._pid == os.getpid():
+            return False
+        self._after_fork()
+        return True
+
+    def poke(self) -> None:
+        """Ask for a run of :meth:`work` within ``interval`` seconds."""
+        self._forked()
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._start_lock:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, args=(self._wake, self._stop), name=self.name, daemon=True
+                    )
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self, wake: threading.Event, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                wake.wait()
+                if stop.wait(self.interval):
+                    return
+                wake.clear()
+                self.work()
+        finally:
+            self._thread_exit()
+
+    def stop(self) -> bool:
+        """Stop and join this process's thread; whether one was running."""
+        thread = self._thread
+        if thread is None or self._forked():
+            return False
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout=30)
+        self._thread = None
+        self._wake, self._stop = threading.Event(), threading.Event()  # a later poke restarts
+        return True
