@@ -417,10 +417,9 @@ class OpenAIClient:
             b.settle(reserved, actual)
 
     def _write(self, rec: CallRecord, *, hit: bool = False) -> dict[int, Stored]:
-        s = self._settings()
-        if not (s.record_calls if self.record_calls is None else self.record_calls):
+        if not self._records():
             return {}
-        if hit and s.hit_audit == "background":
+        if hit and self._settings().hit_audit == "background":
             self.ledger.record_later(rec)  # nothing paid, nothing to race for: queue the row
             return {}
         return self.ledger.record_or_spool(rec)
