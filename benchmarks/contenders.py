@@ -78,16 +78,18 @@ class StubClient(OpenAIClient):
         return self.api(model, chat_api_params)
 
 
-def ledger_client(path: Path, api: StubAPI) -> StubClient:
-    return StubClient(
-        cache_file_name=str(path),
-        cache_api_calls=True,
-        mode="record",
-        namespace="",
-        record_calls=True,
-        raise_on_error=True,
-        api=api,
-    )
+# How every ledger client of the benchmark is configured (the harness ignores LLM_LEDGER_*).
+LEDGER_OPTIONS: dict[str, Any] = {
+    "cache_api_calls": True,
+    "mode": "record",
+    "namespace": "",
+    "record_calls": True,
+    "raise_on_error": True,
+}
+
+
+def ledger_client(path: Path, api: StubAPI, cls: type[StubClient] = StubClient) -> StubClient:
+    return cls(cache_file_name=str(path), api=api, **LEDGER_OPTIONS)
 
 
 class Contender:
@@ -148,6 +150,7 @@ class Ledger(Contender):
     name = "ledger"
     title = "llm_ledger send_message"
     tables = seed.LEDGER_TABLES
+    client_class: type[StubClient] = StubClient
 
     def __init__(self, workdir: Path, size: int, *, dict_answers: bool = False) -> None:
         super().__init__(workdir, size)
@@ -165,7 +168,7 @@ class Ledger(Contender):
         return True
 
     def open(self) -> None:
-        self.client = ledger_client(self.db, self.api)
+        self.client = ledger_client(self.db, self.api, self.client_class)
         self.client.ledger  # noqa: B018 - open (and check the schema) outside the timing
 
     def prepare(self, it: workload.Item) -> tuple[Any, ...]:
@@ -214,17 +217,7 @@ class LedgerBackgroundHits(Ledger):
     title = "llm_ledger send_message, hit_audit=background"
     stores = False  # a store is written before it returns either way
 
-    def open(self) -> None:
-        self.client = BackgroundHitsClient(
-            cache_file_name=str(self.db),
-            cache_api_calls=True,
-            mode="record",
-            namespace="",
-            record_calls=True,
-            raise_on_error=True,
-            api=self.api,
-        )
-        self.client.ledger  # noqa: B018
+    client_class = BackgroundHitsClient
 
     def finish(self) -> None:
         assert self.client is not None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import seed, workload
+from .contenders import LEDGER_OPTIONS
 from .latency import settle, time_batch
 
 FRESH = 900_000_000
@@ -64,14 +65,7 @@ def measure(db: Path, *, repeats: int, ops: int, nodelay: bool = False) -> dict[
     with FakeOpenAIServer() as server, _env(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=server.url):
         if nodelay:
             _without_nagle(server)
-        client = OpenAIClient(
-            cache_file_name=str(db),
-            cache_api_calls=True,
-            mode="record",
-            namespace="",
-            record_calls=True,
-            raise_on_error=True,
-        )
+        client = OpenAIClient(cache_file_name=str(db), **LEDGER_OPTIONS)
         sdk = openai.OpenAI(api_key=KEY, base_url=server.url, max_retries=0)
 
         def raw(model: str, messages: Any) -> Any:
