@@ -1,7 +1,7 @@
 """The ``llm-ledger`` command line.
 
 One Typer app; commands live by subject: ``core.py`` (info, migrate, calls, show,
-sql, recover, demo), ``costs.py`` (costs, stats, reprice), ``transfer.py``
+recover, demo), ``sql.py`` (sql, and the read-only connections), ``costs.py`` (costs, stats, reprice), ``transfer.py``
 (export, import, copy, import-pickle, prune, vacuum). Output helpers are in
 ``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
 """
@@ -43,7 +43,7 @@ def _root(
     ctx.obj = CliState(db=db or DEFAULT_DB_FILE)
 
 
-from . import core, costs, transfer  # noqa: E402,F401  (they register their commands)
+from . import core, costs, sql, transfer  # noqa: E402,F401  (they register their commands)
 
 
 def main() -> None:

@@ -1,45 +1,31 @@
-"""Commands: info, migrate, calls, show, sql, recover, demo (see llm_ledger/cli/__init__.py).
+"""Commands: info, migrate, calls, show, recover, demo (see llm_ledger/cli/__init__.py).
 
-Every command here but ``migrate``, ``recover`` and ``demo`` only reads, through a
-connection the database itself keeps read-only (:func:`read_only`), so ``llm-ledger sql``
-can be handed to analysts: SQLite is opened ``mode=ro`` with an authorizer that refuses
-anything but reads; PostgreSQL and MariaDB sessions are set READ ONLY; one statement
-runs per call (PostgreSQL gets it as a prepared statement, which the server refuses to
-hold two of, so ``COMMIT; DROP ...`` cannot leave the read-only transaction).
+Every command here but ``migrate``, ``recover`` and ``demo`` only reads, through the
+read-only connection of :mod:`llm_ledger.cli.sql` (:func:`read_only`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import shlex
-import sqlite3
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from sqlalchemy import (
-    Engine,
     Text,
     bindparam,
     cast,
-    create_engine,
     func,
     inspect,
     or_,
     select,
     text,
 )
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
-from typer.core import TyperCommand
 
 from .. import config, db, keys, spool
 from ..errors import LedgerError
@@ -56,306 +42,17 @@ from .output import (
     emit_json_block,
     emit_object,
     fail,
-    stdin_text,
     wide,
 )
+from .sql import db_message as _db_message
+from .sql import location_name as _where
+from .sql import read_only
 
 _LOG = CallLog.__table__
 _REQ = Request.__table__
 _RESP = Response.__table__
 TABLE_ORDER = ("requests", "responses", "cache_entries", "call_log", "call_tags")
 PROMPT_CHARS = 60
-
-
-# --- read-only connections ---------------------------------------------------
-
-# SQLite authorizer actions a query may take; PRAGMAs only to look, not to set.
-_SQLITE_ACTIONS = {
-    getattr(sqlite3, "SQLITE_" + name): name.replace("_", " ")
-    for name in (
-        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER "
-        "CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE "
-        "DROP_TEMP_INDEX DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER "
-        "DROP_VIEW INSERT PRAGMA READ SELECT TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE "
-        "REINDEX ANALYZE CREATE_VTABLE DROP_VTABLE FUNCTION SAVEPOINT RECURSIVE"
-    ).split()
-    if hasattr(sqlite3, "SQLITE_" + name)
-}
-_SQLITE_READS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
-_SQLITE_LOOKING_PRAGMAS = frozenset(
-    "table_info table_xinfo table_list index_list index_info index_xinfo foreign_key_list "
-    "foreign_key_check database_list collation_list function_list pragma_list module_list "
-    "compile_options integrity_check quick_check".split()
-)
-
-
-class _ReadOnlySqlite(sqlite3.Connection):
-    """An SQLite connection that remembers what its authorizer refused (for the message)."""
-
-    refused: str | None = None
-
-    def authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-        if action in _SQLITE_READS or (
-            action == sqlite3.SQLITE_PRAGMA
-            and (arg2 is None or (arg1 or "").lower() in _SQLITE_LOOKING_PRAGMAS)
-        ):
-            return sqlite3.SQLITE_OK
-        if self.refused is None:
-            what = _SQLITE_ACTIONS.get(action, f"action {action}")
-            if action == sqlite3.SQLITE_PRAGMA:
-                self.refused = f"PRAGMA {arg1} = {arg2}"
-            else:
-                self.refused = f"{what} {arg1}" if arg1 else what
-        return sqlite3.SQLITE_DENY
-
-
-def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
-    uri = f"file:{quote(str(path))}?mode=ro"
-    conn = sqlite3.connect(
-        uri,
-        uri=True,
-        factory=_ReadOnlySqlite,
-        timeout=db.SQLITE_BUSY_TIMEOUT_MS / 1000,
-        check_same_thread=False,
-    )
-    conn.execute("PRAGMA query_only = ON")
-    conn.set_authorizer(conn.authorize)
-    return conn
-
-
-def _read_only_engine(location: str) -> Engine:
-    url = db.normalize_url(location)
-    path = db.sqlite_path(url)
-    if path is not None:
-        if not path.exists():
-            fail(
-                f"no ledger at {path}: one is created by the first call, or by "
-                f"`llm-ledger --db {shlex.quote(str(path))} migrate`"
-            )
-        return create_engine(
-            "sqlite://", creator=partial(_connect_sqlite_read_only, path), poolclass=NullPool
-        )
-    # prepare_threshold=0: psycopg prepares every statement (extended protocol: one statement).
-    extra = {"connect_args": {"prepare_threshold": 0}} if url.startswith("postgresql") else {}
-    try:
-        return db.make_engine(location, poolclass=NullPool, **extra)
-    except LedgerError as exc:
-        fail(str(exc))
-
-
-@contextlib.contextmanager
-def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection]:
-    """A connection the database holds read-only; ``need_ledger``: refuse a non-ledger."""
-    engine = _read_only_engine(location)
-    where = _where(location)
-    try:
-        conn = engine.connect()
-    except DBAPIError as exc:
-        engine.dispose()
-        fail(f"cannot open the ledger at {where}: {_db_message(exc)}")
-    try:
-        try:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                conn.commit()
-            elif conn.dialect.name in ("mysql", "mariadb"):
-                conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
-                conn.commit()
-                conn.exec_driver_sql("START TRANSACTION READ ONLY")
-            if need_ledger:
-                _check_ledger(conn, where)
-        except DBAPIError as exc:
-            fail(f"cannot read the ledger at {where}: {_db_message(exc)}")
-        yield conn
-    finally:
-        with contextlib.suppress(SQLAlchemyError):
-            conn.rollback()
-        conn.close()
-        engine.dispose()
-
-
-def _where(location: str) -> str:
-    return db.describe(db.normalize_url(location))
-
-
-def _check_ledger(conn: Connection, where: str) -> None:
-    rev, head = db.current_revision(conn), db.head_revision()
-    if rev == head:
-        return
-    if rev is None:
-        fail(
-            f"{where} holds no ledger (no schema revision): point --db at a ledger, "
-            "or create one with `llm-ledger migrate`"
-        )
-    if rev not in db.known_revisions():
-        fail(
-            f"{where} has schema revision {rev}, which this llm_ledger does not know "
-            f"(its newest is {head}); upgrade with `pip install -U llm-ledger`"
-        )
-    fail(f"{where} has schema revision {rev}, older than {head}; run `llm-ledger migrate` first")
-
-
-def _db_message(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
-        return str(args[1]).strip()
-    return str(orig).strip()
-
-
-# --- one statement, read-only -------------------------------------------------
-
-_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
-
-
-def statements(sql: str, dialect: str) -> list[str]:
-    """The SQL split at top-level semicolons, literals and comments blanked out, empties dropped.
-
-    Only for counting statements and finding keywords; the database does the parsing.
-    """
-    mysql = dialect in ("mysql", "mariadb")
-    parts: list[str] = []
-    buf: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch, two = sql[i], sql[i : i + 2]
-        if two == "--" or (mysql and ch == "#"):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            buf.append(" ")
-        elif two == "/*":
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            buf.append(" ")
-        elif ch in "'\"`":
-            backslash = ch != "`" and (
-                mysql or (dialect == "postgresql" and i > 0 and sql[i - 1] in "eE")
-            )
-            j = i + 1
-            while j < n:
-                if backslash and sql[j] == "\\":
-                    j += 2
-                elif sql[j] == ch and sql[j + 1 : j + 2] == ch:
-                    j += 2
-                elif sql[j] == ch:
-                    break
-                else:
-                    j += 1
-            i = j + 1
-            buf.append(" ? ")
-        elif ch == "$" and dialect == "postgresql" and (m := _DOLLAR_QUOTE.match(sql, i)):
-            end = sql.find(m.group(0), m.end())
-            i = n if end < 0 else end + len(m.group(0))
-            buf.append(" ? ")
-        elif ch == ";":
-            parts.append("".join(buf))
-            buf = []
-            i += 1
-        else:
-            buf.append(ch)
-            i += 1
-    parts.append("".join(buf))
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _refusal(exc: DBAPIError, conn: Connection) -> str | None:
-    """The database's reason when it refused a statement as a write; None for other errors."""
-    orig = exc.orig
-    message = str(orig).strip()
-    name = conn.dialect.name
-    if name == "sqlite":
-        refused = getattr(conn.connection.dbapi_connection, "refused", None)
-        if refused is not None and ("not authorized" in message or "authorization" in message):
-            return f"{message}: {refused}"
-        if "readonly database" in message or "one statement at a time" in message:
-            return message
-    elif name == "postgresql":
-        if getattr(orig, "sqlstate", None) in ("25006", "25001") or "multiple commands" in message:
-            return message.splitlines()[0]
-    elif name in ("mysql", "mariadb"):
-        args = getattr(orig, "args", ())
-        if args and args[0] in (1792, 1290):  # read-only transaction, --read-only server
-            return str(args[-1])
-    return None
-
-
-def run_query(
-    location: str, query: str, params: dict[str, str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Run one read-only statement with ``:name`` parameters; (columns, rows)."""
-    dialect = make_url(db.normalize_url(location)).get_backend_name()
-    parts = statements(query, dialect)
-    if not parts:
-        fail("empty query: pass the SQL as an argument, or - to read it from stdin")
-    if len(parts) > 1:
-        fail(
-            f"read-only: one statement per call, and this holds {len(parts)} "
-            "(`llm-ledger sql` never changes the ledger)"
-        )
-    words = parts[0].upper().split()
-    if dialect == "postgresql" and words[0] == "COPY":
-        fail("read-only: COPY is not allowed (it can write files on the server); use --format csv")
-    if dialect in ("mysql", "mariadb") and re.search(r"\bINTO\s+(OUT|DUMP)FILE\b", parts[0], re.I):
-        fail("read-only: SELECT ... INTO OUTFILE is not allowed; use --format csv")
-    stmt = text(query)
-    wanted = set(stmt.compile().params)
-    for name in sorted(wanted - set(params)):
-        fail(f"the query uses :{name}; give it a value with -p {name} VALUE")
-    for name in sorted(set(params) - wanted):
-        fail(f"-p {name}: the query has no :{name} parameter")
-    with read_only(location, need_ledger=False) as conn:
-        try:
-            result = conn.execute(stmt, params)
-            if not result.returns_rows:
-                return [], []
-            names = _unique(list(result.keys()))
-            return names, [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-        except DBAPIError as exc:
-            reason = _refusal(exc, conn)
-            if reason is not None:
-                fail(
-                    "read-only: `llm-ledger sql` does not change the ledger; the database "
-                    f"refused this {words[0]} statement ({reason})"
-                )
-            fail(_db_message(exc))
-        except StatementError as exc:
-            fail(str(exc.orig or exc).splitlines()[0])
-
-
-def _unique(names: list[str]) -> list[str]:
-    """Result columns as dict keys: a repeated name gets _2, _3..."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
-
-
-class _ParamPairs(TyperCommand):
-    """Lets ``-p NAME VALUE`` repeat: each pair becomes ``-p NAME -p VALUE`` before parsing."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        out: list[str] = []
-        i = 0
-        while i < len(args):
-            if args[i] == "--":
-                out += args[i:]
-                break
-            if args[i] in ("-p", "--param"):
-                if len(args) - i < 3:
-                    raise typer.BadParameter("expects two values: NAME VALUE", param_hint="-p")
-                out += [args[i], args[i + 1], args[i], args[i + 2]]
-                i += 3
-            else:
-                out.append(args[i])
-                i += 1
-        return super().parse_args(ctx, out)
 
 
 # --- commands -------------------------------------------------------------------
@@ -710,37 +407,6 @@ def call_document(row: dict[str, Any], request: Any, response: Any) -> dict[str,
         "request": request,
         "response": response,
     }
-
-
-@app.command(cls=_ParamPairs)
-def sql(
-    ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="One SQL statement, or - to read it from stdin.")],
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "-p",
-            "--param",
-            metavar="NAME VALUE",
-            help="Bind :NAME in the query to VALUE (a string); repeat for more.",
-        ),
-    ] = None,
-    fmt: Format = FORMAT_OPTION,
-) -> None:
-    """Run one read-only SQL query on the ledger (tables and views: see docs/schema.md).
-
-    The database refuses any write: SQLite is opened read-only, PostgreSQL and MariaDB
-    sessions are READ ONLY, and only one statement runs. A refused write or bad SQL
-    prints the database's message and exits with code 2.
-
-    \b
-    Example: llm-ledger sql "SELECT model, calls, cost_usd FROM model_costs WHERE calls > :n" -p n 10
-    """
-    source = stdin_text() if query == "-" else query
-    pairs = param or []
-    params = dict(zip(pairs[::2], pairs[1::2], strict=True))
-    columns, rows = run_query(ctx.obj.db, source, params)
-    emit(rows, columns, fmt, width=wide())
 
 
 @app.command()
