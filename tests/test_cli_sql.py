@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
@@ -44,6 +45,24 @@ def ledger_with_calls(location: str) -> str:
         client.send_message(msgs("What is the capital of France?"), temperature=0)
     repository.close_all()
     return location
+
+
+READER_PASSWORD = "reader pw%"
+
+
+def reader(location: str) -> str:
+    """The URL of a SELECT-only login on a server ledger (``sql`` refuses a superuser)."""
+    url = make_url(db.normalize_url(location))
+    if url.get_backend_name() == "sqlite":
+        return location
+    result = CliRunner().invoke(
+        app,
+        ["--db", location, "grant-reader"],
+        env={"LLM_LEDGER_READER_PASSWORD": READER_PASSWORD},
+    )
+    assert result.exit_code == 0, result.output
+    name = f"{url.database}_reader"
+    return url.set(username=name, password=READER_PASSWORD).render_as_string(hide_password=False)
 
 
 def counts(location: str) -> dict[str, int]:
@@ -163,7 +182,7 @@ def test_sql_refuses_writes_on_sqlite(known: str, query: str) -> None:  # noqa: 
 def test_sql_refuses_writes_on_postgresql(pg_url: str, api, query: str) -> None:
     location = ledger_with_calls(pg_url)
     before = counts(location)
-    result = invoke("--db", location, "sql", query)
+    result = invoke("--db", reader(location), "sql", query)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: read-only: "), result.stderr
     assert counts(location) == before
@@ -173,7 +192,7 @@ def test_sql_refuses_writes_on_postgresql(pg_url: str, api, query: str) -> None:
 def test_sql_refuses_writes_on_mariadb(mysql_url: str, api, query: str) -> None:
     location = ledger_with_calls(mysql_url)
     before = counts(location)
-    result = invoke("--db", location, "sql", query)
+    result = invoke("--db", reader(location), "sql", query)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: read-only: "), result.stderr
     assert counts(location) == before
@@ -182,7 +201,7 @@ def test_sql_refuses_writes_on_mariadb(mysql_url: str, api, query: str) -> None:
 def test_sql_reads_on_every_engine(any_db: str, api) -> None:
     location = ledger_with_calls(any_db)
     result = invoke(
-        "--db", location, "sql",
+        "--db", reader(location), "sql",
         "SELECT cache_status, COUNT(*) AS n FROM calls WHERE run = :run "
         "GROUP BY cache_status ORDER BY cache_status",
         "-p", "run", "r1", "-f", "csv",
@@ -229,7 +248,9 @@ def test_sqlite_settings_pragma_is_refused(known: str) -> None:  # noqa: F811
 
 def test_postgresql_copy_is_refused(pg_url: str, api) -> None:
     location = ledger_with_calls(pg_url)
-    result = invoke("--db", location, "sql", "COPY (SELECT 1) TO '/tmp/llm_ledger_copy_test'")
+    result = invoke(
+        "--db", reader(location), "sql", "COPY (SELECT 1) TO '/tmp/llm_ledger_copy_test'"
+    )
     assert result.exit_code == 2
     assert result.stderr == (
         "error: read-only: COPY is not allowed (it can write files on the server); "
@@ -239,7 +260,7 @@ def test_postgresql_copy_is_refused(pg_url: str, api) -> None:
 
 def test_mariadb_into_outfile_is_refused(mysql_url: str, api) -> None:
     location = ledger_with_calls(mysql_url)
-    result = invoke("--db", location, "sql", "SELECT 1 INTO OUTFILE '/tmp/llm_ledger_test'")
+    result = invoke("--db", reader(location), "sql", "SELECT 1 INTO OUTFILE '/tmp/llm_ledger_test'")
     assert result.exit_code == 2
     assert result.stderr == (
         "error: read-only: SELECT ... INTO OUTFILE is not allowed; use --format csv\n"
@@ -251,7 +272,7 @@ def test_mariadb_into_outfile_is_refused(mysql_url: str, api) -> None:
 
 def test_bad_sql_prints_the_database_message_and_exits_2(any_db: str, api) -> None:
     location = ledger_with_calls(any_db)
-    result = invoke("--db", location, "sql", "SELEC id FROM calls")
+    result = invoke("--db", reader(location), "sql", "SELEC id FROM calls")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
     assert "syntax" in result.stderr.lower()

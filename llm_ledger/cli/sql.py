@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import NullPool
 from typer.core import TyperCommand
 
-from .. import db
+from .. import db, sqlguard
 from ..errors import LedgerError
 from . import app
 from .output import FORMAT_OPTION, Format, emit, fail, stdin_text, wide
@@ -58,6 +58,9 @@ _SQLITE_LOOKING_PRAGMAS = frozenset(
 )
 
 
+_SQLITE_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master"})
+
+
 class _ReadOnlySqlite(sqlite3.Connection):
     """An SQLite connection that remembers what its authorizer refused (for the message)."""
 
@@ -69,6 +72,11 @@ class _ReadOnlySqlite(sqlite3.Connection):
             and (arg2 is None or (arg1 or "").lower() in _SQLITE_LOOKING_PRAGMAS)
         ):
             return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_UPDATE and arg1 in _SQLITE_SCHEMA_TABLES:
+            # SQLite asks this while it opens a table-valued PRAGMA (pragma_user_version);
+            # a real UPDATE of the schema table is refused by SQLite itself (no
+            # writable_schema, which the authorizer never lets a query set).
+            return sqlite3.SQLITE_IGNORE
         if self.refused is None:
             what = _SQLITE_ACTIONS.get(action, f"action {action}")
             if action == sqlite3.SQLITE_PRAGMA:
@@ -236,7 +244,11 @@ def _refusal(exc: DBAPIError, conn: Connection) -> str | None:
         refused = getattr(conn.connection.dbapi_connection, "refused", None)
         if refused is not None and ("not authorized" in message or "authorization" in message):
             return f"{message}: {refused}"
-        if "readonly database" in message or "one statement at a time" in message:
+        if (
+            "readonly database" in message
+            or "one statement at a time" in message
+            or "may not be modified" in message
+        ):
             return message
     elif name == "postgresql":
         if getattr(orig, "sqlstate", None) in ("25006", "25001") or "multiple commands" in message:
@@ -248,10 +260,64 @@ def _refusal(exc: DBAPIError, conn: Connection) -> str | None:
     return None
 
 
+# Words that start a query; anything else the servers refuse as "not one query".
+_QUERY_WORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "("})
+# Words that start a statement which is not a query (for the message only).
+_STATEMENT_WORDS = frozenset(
+    "INSERT UPDATE DELETE MERGE REPLACE UPSERT DROP CREATE ALTER TRUNCATE RENAME GRANT REVOKE "
+    "COMMIT ROLLBACK BEGIN START SAVEPOINT RELEASE SET RESET LOCK UNLOCK NOTIFY LISTEN "
+    "CHECKPOINT VACUUM ANALYZE CLUSTER REINDEX REFRESH CALL DO EXECUTE PREPARE DEALLOCATE "
+    "LOAD COPY IMPORT KILL SHUTDOWN FLUSH INSTALL UNINSTALL HANDLER PURGE CHANGE COMMENT "
+    "SECURITY DISCARD FETCH MOVE CLOSE DECLARE ATTACH DETACH PRAGMA EXPLAIN SHOW".split()
+)
+_SYNTAX_ERRORS = {"postgresql": "42601", "mysql": 1064, "mariadb": 1064}
+
+
+def _first_word(part: str) -> str:
+    word = part.lstrip().split(None, 1)[0].upper() if part.strip() else ""
+    return "(" if word.startswith("(") else re.sub(r"\W.*", "", word) or word
+
+
+def _not_one_query(exc: DBAPIError, conn: Connection, query: str, word: str) -> str | None:
+    """The message when a server parsed the text and found no single query in it."""
+    orig = exc.orig
+    if conn.dialect.name == "postgresql":
+        code = getattr(orig, "sqlstate", None)
+    else:
+        code = (getattr(orig, "args", None) or (None,))[0]
+    if code != _SYNTAX_ERRORS.get(conn.dialect.name):
+        return None
+    return _not_a_query_message(conn, query, word, db_message(exc).splitlines()[0])
+
+
+def _not_a_query_message(conn: Connection, query: str, word: str, reason: str) -> str | None:
+    if conn.dialect.name == "postgresql" and re.search(r"\bCOPY\b", query, re.I):
+        return "read-only: COPY is not allowed (it can write files on the server); use --format csv"
+    if re.search(r"\bINTO\s+(OUT|DUMP)FILE\b", query, re.I):
+        return "read-only: SELECT ... INTO OUTFILE is not allowed; use --format csv"
+    if word in _QUERY_WORDS or word not in _STATEMENT_WORDS:
+        return None
+    return (
+        "read-only: `llm-ledger sql` runs one query (SELECT, WITH, VALUES or TABLE); the "
+        f"database refused this {word} statement ({reason})"
+    )
+
+
 def run_query(
-    location: str, query: str, params: dict[str, str]
+    location: str,
+    query: str,
+    params: dict[str, str],
+    *,
+    unsafe: bool = False,
+    timeout_s: float = sqlguard.DEFAULT_TIMEOUT_S,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Run one read-only statement with ``:name`` parameters; (columns, rows)."""
+    """Run one read-only query with ``:name`` parameters; (columns, rows).
+
+    SQLite: the read-only file and its authorizer decide. PostgreSQL and MariaDB: see
+    :mod:`llm_ledger.sqlguard` (a login without server rights, the text parsed by the
+    engine as one query, a READ ONLY transaction with a timeout). The statement splitter
+    here only words the messages: it can refuse, never allow.
+    """
     dialect = make_url(db.normalize_url(location)).get_backend_name()
     parts = statements(query, dialect)
     if not parts:
@@ -261,8 +327,8 @@ def run_query(
             f"read-only: one statement per call, and this holds {len(parts)} "
             "(`llm-ledger sql` never changes the ledger)"
         )
-    words = parts[0].upper().split()
-    if dialect == "postgresql" and words[0] == "COPY":
+    word = _first_word(parts[0])
+    if dialect == "postgresql" and word == "COPY":
         fail("read-only: COPY is not allowed (it can write files on the server); use --format csv")
     if dialect in ("mysql", "mariadb") and re.search(r"\bINTO\s+(OUT|DUMP)FILE\b", parts[0], re.I):
         fail("read-only: SELECT ... INTO OUTFILE is not allowed; use --format csv")
@@ -274,7 +340,12 @@ def run_query(
         fail(f"-p {name}: the query has no :{name} parameter")
     with read_only(location, need_ledger=False) as conn:
         try:
-            result = conn.execute(stmt, params)
+            if dialect != "sqlite":
+                reason = None if unsafe else sqlguard.refusal(conn)
+                if reason is not None:
+                    fail(f"read-only: {reason}")
+                sqlguard.start(conn, timeout_s)
+            result = sqlguard.run(conn, query, params)
             if not result.returns_rows:
                 return [], []
             names = _unique(list(result.keys()))
@@ -284,11 +355,32 @@ def run_query(
             if reason is not None:
                 fail(
                     "read-only: `llm-ledger sql` does not change the ledger; the database "
-                    f"refused this {words[0]} statement ({reason})"
+                    f"refused this {word} statement ({reason})"
                 )
-            fail(db_message(exc))
+            if (message := _not_one_query(exc, conn, query, word)) is not None:
+                fail(message)
+            if _timed_out(exc, conn):
+                fail(
+                    f"the query ran longer than --timeout {timeout_s:g} s and was stopped; "
+                    "narrow it, or give a larger --timeout (0: no limit)"
+                )
+            fail(db_message(exc).splitlines()[0])
         except StatementError as exc:
             fail(str(exc.orig or exc).splitlines()[0])
+        except sqlguard.NotOneQuery as exc:
+            word = word if word in _STATEMENT_WORDS else "non-query"
+            fail(
+                _not_a_query_message(conn, query, word, str(exc))
+                or "read-only: `llm-ledger sql` runs one query (SELECT, WITH, VALUES or TABLE); "
+                "the database parses this text only as a statement that is not a query"
+            )
+
+
+def _timed_out(exc: DBAPIError, conn: Connection) -> bool:
+    orig = exc.orig
+    if conn.dialect.name == "postgresql":
+        return getattr(orig, "sqlstate", None) == "57014"
+    return bool(getattr(orig, "args", None)) and orig.args[0] == 1969  # type: ignore[union-attr]
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -336,12 +428,30 @@ def sql(
         ),
     ] = None,
     fmt: Format = FORMAT_OPTION,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Stop the query after this long on PostgreSQL/MariaDB (0: no limit).",
+        ),
+    ] = sqlguard.DEFAULT_TIMEOUT_S,
+    unsafe: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe",
+            help="Run even as a login with server rights (superuser, FILE, SUPER...).",
+        ),
+    ] = False,
 ) -> None:
     """Run one read-only SQL query on the ledger (tables and views: see docs/schema.md).
 
-    The database refuses any write: SQLite is opened read-only, PostgreSQL and MariaDB
-    sessions are READ ONLY, and only one statement runs. A refused write or bad SQL
-    prints the database's message and exits with code 2.
+    The database refuses any write: SQLite is opened read-only behind an authorizer;
+    on PostgreSQL and MariaDB the text runs only as one query the server parses, in a
+    READ ONLY transaction with a timeout, and never as a login that holds server rights
+    (superuser, file access, FILE, SUPER...): `grant-reader` creates a login for it.
+    A refusal or bad SQL prints one line and exits with code 2 (docs/reliability.md,
+    "Threat model").
 
     \b
     Example: llm-ledger sql "SELECT model, calls, cost_usd FROM model_costs WHERE calls > :n" -p n 10
@@ -349,5 +459,60 @@ def sql(
     source = stdin_text() if query == "-" else query
     pairs = param or []
     params = dict(zip(pairs[::2], pairs[1::2], strict=True))
-    columns, rows = run_query(ctx.obj.db, source, params)
+    if timeout < 0:
+        fail("--timeout must be 0 (no limit) or more seconds")
+    columns, rows = run_query(ctx.obj.db, source, params, unsafe=unsafe, timeout_s=timeout)
     emit(rows, columns, fmt, width=wide())
+
+
+@app.command("grant-reader")
+def grant_reader(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The login to create (default: <database>_reader)."),
+    ] = None,
+    password: Annotated[
+        str,
+        typer.Option(
+            "--password",
+            envvar="LLM_LEDGER_READER_PASSWORD",
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="Its password (default: $LLM_LEDGER_READER_PASSWORD, else asked).",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
+    """Create a login that can only SELECT the ledger, for `llm-ledger sql` (PostgreSQL, MariaDB).
+
+    Run it with an administrator's URL; it prints the URL to give `sql` (password not
+    shown). Run it again after `llm-ledger migrate` adds tables or views.
+
+    \b
+    Example: llm-ledger --db postgresql://postgres@db.internal/ledger grant-reader
+    """
+    location = ctx.obj.db
+    url = make_url(db.normalize_url(location))
+    if url.get_backend_name() == "sqlite":
+        fail("grant-reader is for PostgreSQL and MariaDB; `sql` opens SQLite files read-only")
+    login = name or f"{url.database}_reader"
+    try:
+        engine = db.make_engine(location, poolclass=NullPool)
+    except LedgerError as exc:
+        fail(str(exc))
+    try:
+        with engine.connect() as conn:
+            relations = sqlguard.grant_reader(conn, login, password)
+    except LedgerError as exc:
+        fail(str(exc))
+    except DBAPIError as exc:
+        fail(f"cannot create the reader at {location_name(location)}: {db_message(exc)}")
+    finally:
+        engine.dispose()
+    reader = url.set(username=login, password=password).render_as_string(hide_password=False)
+    typer.echo(
+        f"{login} may SELECT {len(relations)} tables and views and nothing else; run sql as:\n"
+        f"  llm-ledger --db {shlex.quote(db.describe(reader))} sql ..."
+    )

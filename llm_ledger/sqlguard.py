@@ -1,0 +1,278 @@
+"""What keeps ``llm-ledger sql`` from touching a PostgreSQL or MariaDB server.
+
+No home-made parser is the line of defence; the engine's own machinery is (see
+docs/reliability.md, "Threat model"):
+
+1. The login must hold no server rights. A superuser, or a login that may read or write
+   server files, run programs, signal other sessions or change server settings, is
+   refused (unless the caller passes ``unsafe``): on PostgreSQL ``SET ROLE`` cannot
+   be the answer, because the text itself could undo it with ``set_config('role', ...)``;
+   on MariaDB roles only add rights. :func:`grant_reader` creates a login that can only
+   SELECT the ledger's tables and views.
+2. The text runs only where the engine parses it as one query: PostgreSQL runs
+   ``SELECT * FROM (<text>) AS llm_ledger_q``, so ``COPY``, ``CHECKPOINT``, ``LOCK``,
+   ``NOTIFY`` and a second statement are syntax errors. MariaDB first PREPAREs that
+   wrapper (it only parses), then runs the text itself, because MariaDB drops ORDER BY
+   and refuses repeated column names inside a derived table; ``INTO OUTFILE``, ``SET``
+   and ``/*! ... */`` tricks fail that parse.
+3. In a READ ONLY transaction with a statement timeout, always rolled back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import String, literal, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from .errors import LedgerError
+from .models import VIEW_NAMES, Base
+
+# PostgreSQL roles that reach beyond the database: server files, programs, other sessions.
+PG_SERVER_ROLES = (
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_signal_backend",
+    "pg_checkpoint",
+)
+# Functions that touch the server, normally superuser-only; a GRANT EXECUTE is refused too.
+PG_SERVER_FUNCTIONS = (
+    "pg_read_file(text)",
+    "pg_read_binary_file(text)",
+    "pg_ls_dir(text)",
+    "pg_stat_file(text)",
+    "lo_import(text)",
+    "lo_export(oid,text)",
+    "pg_reload_conf()",
+    "pg_switch_wal()",
+    "pg_rotate_logfile()",
+    "pg_promote(boolean,integer)",
+)
+# MariaDB global privileges that only concern data (a READ ONLY transaction stops writes);
+# any other one (FILE, SUPER, PROCESS, RELOAD, SHUTDOWN, CONNECTION ADMIN, ...) is refused.
+MARIADB_DATA_PRIVILEGES = frozenset(
+    {
+        "USAGE",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "REFERENCES",
+        "INDEX",
+        "ALTER",
+        "SHOW DATABASES",
+        "CREATE TEMPORARY TABLES",
+        "LOCK TABLES",
+        "CREATE VIEW",
+        "SHOW VIEW",
+        "TRIGGER",
+        "DELETE HISTORY",
+    }
+)
+DEFAULT_TIMEOUT_S = 60.0
+_GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.I)
+
+
+def is_mysql(conn: Connection) -> bool:
+    return conn.dialect.name in ("mysql", "mariadb")
+
+
+def server_rights(conn: Connection) -> list[str]:
+    """What this login could do to the server beyond reading ([] when nothing)."""
+    if conn.dialect.name == "postgresql":
+        if conn.exec_driver_sql(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = session_user"
+        ).scalar():
+            return ["superuser"]
+        names = ", ".join(f"'{r}'" for r in PG_SERVER_ROLES)
+        roles = conn.exec_driver_sql(
+            "SELECT CASE WHEN r.rolsuper THEN 'superuser ' || r.rolname ELSE r.rolname END "
+            "FROM pg_roles r WHERE pg_has_role(session_user, r.oid, 'MEMBER') "
+            f"AND (r.rolsuper OR r.rolname IN ({names})) ORDER BY 1"
+        ).scalars()
+        rights = list(roles)
+        functions = ", ".join(f"'{f}'" for f in PG_SERVER_FUNCTIONS)
+        granted = conn.exec_driver_sql(
+            f"SELECT f FROM unnest(ARRAY[{functions}]) AS f "
+            "WHERE to_regprocedure(f) IS NOT NULL "
+            "AND has_function_privilege(session_user, to_regprocedure(f), 'EXECUTE') ORDER BY 1"
+        ).scalars()
+        return rights + [f"EXECUTE {f}" for f in granted]
+    if is_mysql(conn):
+        grants = [str(r[0]) for r in conn.exec_driver_sql("SHOW GRANTS")]
+        role = conn.exec_driver_sql("SELECT CURRENT_ROLE()").scalar()
+        if role:
+            quoted = conn.dialect.identifier_preparer.quote(str(role))
+            grants += [str(r[0]) for r in conn.exec_driver_sql(f"SHOW GRANTS FOR {quoted}")]
+        found: list[str] = []
+        for line in grants:
+            m = _GLOBAL_GRANT.match(line)
+            if m is None:
+                continue
+            for privilege in (p.strip().upper() for p in m.group(1).split(",")):
+                if privilege not in MARIADB_DATA_PRIVILEGES and privilege not in found:
+                    found.append(privilege)
+        if any(re.search(r" ON \*\.\* TO .* WITH GRANT OPTION", g, re.I) for g in grants):
+            found.append("GRANT OPTION")
+        return found
+    return []
+
+
+def login_name(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        return str(conn.exec_driver_sql("SELECT session_user").scalar())
+    return str(conn.exec_driver_sql("SELECT CURRENT_USER()").scalar())
+
+
+def refusal(conn: Connection) -> str | None:
+    """Why ``sql`` must not run on this login, in one line; None when it may."""
+    rights = server_rights(conn)
+    if not rights:
+        return None
+    engine = "PostgreSQL" if conn.dialect.name == "postgresql" else "MariaDB"
+    return (
+        f"`llm-ledger sql` does not run as {login_name(conn)} on {engine}: that login holds "
+        f"{', '.join(rights)}, so a query could read or write server files, run programs, "
+        "stop other sessions or change server settings; connect as a read-only login "
+        "(`llm-ledger --db ADMIN_URL grant-reader` creates one), or pass --unsafe if everyone "
+        "who can run this command may administer the server"
+    )
+
+
+def body(query: str) -> str:
+    """The text as it goes between parentheses: outer blanks and trailing semicolons off."""
+    out = query.strip()
+    while out.endswith(";"):
+        out = out[:-1].rstrip()
+    return out
+
+
+def wrapped(query: str) -> str:
+    """The text as a derived table; the newline ends a trailing ``--`` comment."""
+    return f"SELECT * FROM (\n{body(query)}\n) AS llm_ledger_q"
+
+
+def start(conn: Connection, timeout_s: float) -> None:
+    """The statement timeout for this read-only transaction (0: none)."""
+    ms = max(0, int(timeout_s * 1000))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+    elif is_mysql(conn):
+        conn.exec_driver_sql(f"SET SESSION max_statement_time = {ms / 1000:.3f}")
+
+
+def run(conn: Connection, query: str, params: dict[str, str]) -> Any:
+    """Run the user's text as one query the engine parsed; the SQLAlchemy result."""
+    if conn.dialect.name == "postgresql":
+        return conn.execute(text(wrapped(query)), params)
+    if is_mysql(conn):
+        shown = (
+            text(wrapped(query))
+            .bindparams(**params)
+            .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        )
+        _check_parses_as_a_query(conn, str(shown), shown_alone(conn, query, params))
+        return conn.execute(text(body(query)), params)
+    return conn.execute(text(query), params)
+
+
+class NotOneQuery(LedgerError):
+    """The server parsed the text alone, but not as one query (SET, KILL, INTO OUTFILE...)."""
+
+
+def shown_alone(conn: Connection, query: str, params: dict[str, str]) -> str:
+    return str(
+        text(body(query))
+        .bindparams(**params)
+        .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    )
+
+
+def _check_parses_as_a_query(conn: Connection, wrapper: str, alone: str) -> None:
+    """MariaDB: PREPARE (which only parses and resolves, never runs) the wrapper.
+
+    Repeated column names (1060) mean it parsed. A syntax error (1064) is the user's
+    own when the text alone does not parse either; otherwise the text is a statement
+    that is not a query.
+    """
+    try:
+        conn.exec_driver_sql("PREPARE llm_ledger_check FROM %s", (wrapper,))
+    except DBAPIError as exc:
+        code = _code(exc)
+        if code == 1060:
+            return
+        if code != 1064:
+            raise
+    else:
+        conn.exec_driver_sql("DEALLOCATE PREPARE llm_ledger_check")
+        return
+    try:
+        conn.exec_driver_sql("PREPARE llm_ledger_check FROM %s", (alone,))
+    except DBAPIError as exc:
+        if _code(exc) == 1064:
+            raise  # the user's own syntax error, in the user's own words
+    else:
+        conn.exec_driver_sql("DEALLOCATE PREPARE llm_ledger_check")
+    raise NotOneQuery("it parses only as a whole statement, not as a query")
+
+
+def _code(exc: DBAPIError) -> Any:
+    return (getattr(exc.orig, "args", None) or (None,))[0]
+
+
+def ledger_relations(conn: Connection) -> list[str]:
+    from sqlalchemy import inspect
+
+    present = set(inspect(conn).get_table_names()) | set(inspect(conn).get_view_names())
+    wanted = [*Base.metadata.tables, *VIEW_NAMES, "alembic_version"]
+    return [name for name in wanted if name in present]
+
+
+def grant_reader(conn: Connection, name: str, password: str) -> list[str]:
+    """Create (or update) a login that may only SELECT the ledger; the relations granted.
+
+    Run again after ``llm-ledger migrate`` adds tables or views.
+    """
+    if not password:
+        raise LedgerError("grant-reader needs a password: give --password or set it when asked")
+    relations = ledger_relations(conn)
+    if not relations:
+        raise LedgerError("no ledger tables here: run `llm-ledger migrate` first")
+    q = conn.dialect.identifier_preparer.quote
+    # A literal for a statement run without parameters: the driver then reads %% as %.
+    secret = str(
+        literal(password, String()).compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+    )
+    if conn.dialect.name == "postgresql":
+        exists = conn.exec_driver_sql(
+            "SELECT 1 FROM pg_roles WHERE rolname = %(n)s", {"n": name}
+        ).scalar()
+        verb = "ALTER" if exists else "CREATE"
+        conn.exec_driver_sql(
+            f"{verb} ROLE {q(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+            f"PASSWORD {secret}"
+        )
+        database = conn.exec_driver_sql("SELECT current_database()").scalar()
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+        conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {q(str(database))} TO {q(name)}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {q(str(schema))} TO {q(name)}")
+        for relation in relations:
+            conn.exec_driver_sql(f"GRANT SELECT ON {q(relation)} TO {q(name)}")
+    elif is_mysql(conn):
+        user = f"{q(name)}@'%%'"
+        conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS {user}")
+        conn.exec_driver_sql(f"ALTER USER {user} IDENTIFIED BY {secret}")
+        database = str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
+        for relation in relations:
+            conn.exec_driver_sql(f"GRANT SELECT ON {q(database)}.{q(relation)} TO {user}")
+    else:
+        raise LedgerError("grant-reader is for PostgreSQL and MariaDB; SQLite files use mode=ro")
+    conn.commit()
+    return relations

@@ -1,0 +1,228 @@
+"""``llm-ledger sql`` against the attacks of issue #14, on the real servers.
+
+Every test asserts the refusal (exit 2, one line, no traceback) and that nothing
+happened. The harmful probes are harmless if a guard ever fails: files go to a temp
+directory the test checks, ``max_connections`` is set to the value it already has, and
+``pg_terminate_backend`` aims at a connection the test opened itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from llm_ledger import db
+
+from .test_cli_core import known  # noqa: F401  (fixture)
+from .test_cli_sql import counts, invoke, ledger_with_calls, reader
+
+
+def refused(result, start: str = "error: read-only: ") -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(start), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def drop_dir(tmp_path: Path) -> Path:
+    """A directory the database server could write into, were a guard to fail."""
+    path = tmp_path / "drop"
+    path.mkdir()
+    os.chmod(path, 0o777)
+    return path
+
+
+def admin_scalar(location: str, sql: str) -> object:
+    engine = db.make_engine(location, poolclass=NullPool)
+    with engine.connect() as conn:
+        value = conn.execute(text(sql)).scalar()
+    engine.dispose()
+    return value
+
+
+# --- PostgreSQL ---------------------------------------------------------------------
+
+
+def test_postgresql_superuser_login_is_refused_with_the_reason(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", location, "sql", "SELECT 1 AS one")
+    refused(result)
+    assert result.stderr == (
+        "error: read-only: `llm-ledger sql` does not run as postgres on PostgreSQL: that "
+        "login holds superuser, so a query could read or write server files, run programs, "
+        "stop other sessions or change server settings; connect as a read-only login "
+        "(`llm-ledger --db ADMIN_URL grant-reader` creates one), or pass --unsafe if everyone "
+        "who can run this command may administer the server\n"
+    )
+    unsafe = invoke("--db", location, "sql", "SELECT 1 AS one", "--unsafe", "-f", "csv")
+    assert (unsafe.exit_code, unsafe.stdout) == (0, "one\n1\n")
+
+
+@pytest.mark.parametrize("as_reader", [True, False], ids=["reader", "superuser"])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "/* /* */ SELECT 1 */ COPY (SELECT 1) TO PROGRAM 'id > {dir}/pwned.txt'",
+        "COPY (SELECT 1) TO '{dir}/pwned.txt'",
+        "SELECT * FROM (SELECT 1) AS q; COPY (SELECT 1) TO '{dir}/pwned.txt'",
+        "SELECT lo_export(lo_from_bytea(0, 'x'), '{dir}/pwned.txt')",
+    ],
+)
+def test_postgresql_server_files_are_never_written(
+    pg_url: str, api, drop_dir: Path, attack: str, as_reader: bool
+) -> None:
+    location = ledger_with_calls(pg_url)
+    url = reader(location) if as_reader else location
+    refused(invoke("--db", url, "sql", attack.format(dir=drop_dir)), "error: ")
+    assert list(drop_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ("SELECT pg_read_file('/etc/hostname')", "error: permission denied for function"),
+        ("SELECT lo_import('/etc/hostname')", "error: permission denied for function"),
+        ("SELECT pg_reload_conf()", "error: permission denied for function"),
+        ("SELECT pg_switch_wal()", "error: permission denied for function"),
+        ("SELECT set_config('role', 'postgres', true)", "error: permission denied to set role"),
+        ("CHECKPOINT", "error: read-only: "),
+        ("NOTIFY llm_ledger_test", "error: read-only: "),
+        ("LOCK TABLE requests IN ACCESS EXCLUSIVE MODE", "error: read-only: "),
+    ],
+)
+def test_postgresql_server_functions_are_refused(
+    pg_url: str, api, attack: str, message: str
+) -> None:
+    location = ledger_with_calls(pg_url)
+    objects = admin_scalar(location, "SELECT COUNT(*) FROM pg_largeobject_metadata")
+    before = counts(location)
+    refused(invoke("--db", reader(location), "sql", attack), message)
+    assert admin_scalar(location, "SELECT COUNT(*) FROM pg_largeobject_metadata") == objects
+    assert counts(location) == before
+
+
+def test_postgresql_other_sessions_cannot_be_terminated(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    engine = db.make_engine(location, poolclass=NullPool)
+    with engine.connect() as victim:
+        pid = victim.execute(text("SELECT pg_backend_pid()")).scalar()
+        result = invoke("--db", reader(location), "sql", f"SELECT pg_terminate_backend({pid})")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == "error: must be a superuser to terminate superuser process\n"
+        assert victim.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+
+
+def test_postgresql_query_stops_at_the_timeout(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", reader(location), "sql", "SELECT pg_sleep(60)", "--timeout", "0.5")
+    refused(result, "error: the query ran longer than --timeout 0.5 s and was stopped")
+
+
+def test_postgresql_reader_reads_with_repeated_column_names(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke(
+        "--db", reader(location), "sql",
+        "SELECT id, id FROM call_log ORDER BY id DESC;", "-f", "csv",
+    )  # fmt: skip
+    assert (result.exit_code, result.stdout) == (0, "id,id_2\n2,2\n1,1\n")
+
+
+# --- MariaDB --------------------------------------------------------------------------
+
+
+def test_mariadb_root_login_is_refused_with_the_reason(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    result = invoke("--db", location, "sql", "SELECT 1 AS one")
+    refused(result)
+    assert "that login holds ALL PRIVILEGES" in result.stderr
+    assert "grant-reader" in result.stderr
+
+
+@pytest.mark.parametrize("as_reader", [True, False], ids=["reader", "root"])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "SELECT 1 /*! INTO OUTFILE '{dir}/pwned.txt' */",
+        "SELECT 1 INTO DUMPFILE '{dir}/pwned.txt'",
+        "SELECT 1) AS q INTO OUTFILE '{dir}/pwned.txt' /*",
+        "SELECT 1 /*!99999 ) */ INTO OUTFILE '{dir}/pwned.txt'",
+    ],
+)
+def test_mariadb_server_files_are_never_written(
+    mysql_url: str, api, drop_dir: Path, attack: str, as_reader: bool
+) -> None:
+    location = ledger_with_calls(mysql_url)
+    url = reader(location) if as_reader else location
+    refused(invoke("--db", url, "sql", attack.format(dir=drop_dir)))
+    assert list(drop_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("as_reader", [True, False], ids=["reader", "root"])
+def test_mariadb_set_global_is_refused(mysql_url: str, api, as_reader: bool) -> None:
+    location = ledger_with_calls(mysql_url)
+    now = admin_scalar(location, "SELECT @@GLOBAL.max_connections")
+    url = reader(location) if as_reader else location
+    # The value it already has: harmless should a guard ever fail.
+    refused(invoke("--db", url, "sql", f"SET GLOBAL max_connections = {now}"))
+    hidden = f"SELECT 1 /*! ; SET GLOBAL max_connections = {now} */"
+    refused(invoke("--db", url, "sql", hidden), "error: ")
+    assert admin_scalar(location, "SELECT @@GLOBAL.max_connections") == now
+
+
+def test_mariadb_load_file_reads_nothing(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    refused(invoke("--db", location, "sql", "SELECT LOAD_FILE('/etc/hostname') AS f"))
+    result = invoke(
+        "--db", reader(location), "sql", "SELECT LOAD_FILE('/etc/hostname') AS f", "-f", "json"
+    )
+    assert (result.exit_code, result.stdout) == (0, '[\n  {\n    "f": null\n  }\n]\n')
+
+
+def test_mariadb_keeps_order_and_repeated_names(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    result = invoke(
+        "--db", reader(location), "sql", "SELECT id, id FROM call_log ORDER BY id DESC", "-f", "csv"
+    )
+    assert (result.exit_code, result.stdout) == (0, "id,id_2\n2,2\n1,1\n")
+
+
+def test_mariadb_query_stops_at_the_timeout(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    result = invoke("--db", reader(location), "sql", "SELECT SLEEP(60)", "--timeout", "0.5")
+    refused(result, "error: the query ran longer than --timeout 0.5 s and was stopped")
+
+
+def test_grant_reader_prints_the_url_without_the_password(mysql_url: str, api) -> None:
+    from typer.testing import CliRunner
+
+    from llm_ledger.cli import app
+
+    location = ledger_with_calls(mysql_url)
+    result = CliRunner().invoke(
+        app,
+        ["--db", location, "grant-reader", "--name", "llm_ledger_sec_probe"],
+        env={"LLM_LEDGER_READER_PASSWORD": "s3cret-pw"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "s3cret-pw" not in result.output
+    assert "llm_ledger_sec_probe:***@127.0.0.1" in result.output
+
+
+# --- SQLite ---------------------------------------------------------------------------
+
+
+def test_sqlite_table_valued_pragma_reads(known: str) -> None:  # noqa: F811
+    result = invoke("--db", known, "sql", "SELECT * FROM pragma_user_version", "-f", "csv")
+    assert (result.exit_code, result.stdout) == (0, "user_version\n0\n")
+
+
+def test_sqlite_schema_table_stays_unwritable(known: str) -> None:  # noqa: F811
+    result = invoke("--db", known, "sql", "UPDATE sqlite_master SET sql = ''")
+    refused(result)
+    assert result.stderr.endswith("(table sqlite_master may not be modified)\n")
