@@ -160,9 +160,17 @@ def known_revisions() -> set[str]:
 
 
 def current_revision(conn: Connection) -> str | None:
+    """The one revision in alembic_version (None: no table, or empty after a downgrade).
+
+    Several rows are never a ledger's state: they come back joined ("0003, 9999"), a
+    revision no llm_ledger knows, so every caller refuses them with its usual message.
+    """
     if not inspect(conn).has_table("alembic_version"):
         return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    rows = [str(r) for r in conn.execute(text("SELECT version_num FROM alembic_version")).scalars()]
+    if not rows:
+        return None
+    return ", ".join(sorted(rows))
 
 
 @contextlib.contextmanager

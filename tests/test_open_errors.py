@@ -83,6 +83,50 @@ def test_schema_newer_than_the_code_is_refused(any_db: str, api) -> None:
     engine.dispose()
 
 
+def test_two_revision_rows_are_refused_and_nothing_is_written(any_db: str, api) -> None:
+    """Issue #14: alembic_version holding 0003 and 9999 was taken as current."""
+    ledger = repository.open_ledger(any_db)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999')"))
+    repository.close_all()
+    where = db.describe(db.normalize_url(any_db))
+    both = ", ".join(sorted([db.head_revision(), "9999"]))
+    client = llm_ledger.OpenAIClient(cache_file_name=any_db)
+    with pytest.raises(SchemaVersionError) as info:
+        client.send_message(msgs(), temperature=0)
+    assert str(info.value) == (
+        f"{where} has schema revision {both}, which this llm_ledger does not know (its "
+        f"newest is {db.head_revision()}): the ledger was written by a newer llm_ledger or by "
+        "another application; upgrade with `pip install -U llm-ledger`"
+    )
+    assert api.request_count == 0
+    engine = db.make_engine(any_db)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM call_log")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar() == 2
+    engine.dispose()
+
+
+def test_two_revision_rows_are_refused_by_the_cli(any_db: str, api) -> None:
+    from typer.testing import CliRunner
+
+    from llm_ledger.cli import app
+
+    ledger = repository.open_ledger(any_db)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999')"))
+    repository.close_all()
+    where = db.describe(db.normalize_url(any_db))
+    both = ", ".join(sorted([db.head_revision(), "9999"]))
+    for command in (["calls"], ["migrate"]):
+        result = CliRunner().invoke(app, ["--db", any_db, *command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: {where} has schema revision {both}, which "), (
+            result.stderr
+        )
+        assert result.stderr.count("\n") == 1
+
+
 def test_ledger_tables_without_a_revision_are_refused(db_path) -> None:
     repository.open_ledger(str(db_path))
     repository.close_all()
