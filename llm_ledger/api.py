@@ -20,6 +20,7 @@ from .errors import (
     RateLimitError,
 )
 from .records import Usage
+from .redaction import scrub, sdk_error_copy
 
 log = structlog.get_logger("llm_ledger")
 T = TypeVar("T")
@@ -144,16 +145,9 @@ def typed_error(exc: BaseException, attempts: int, key: str | None = None) -> Le
             error_type=type(exc).__name__,
         )
     # Not chained as __cause__: the SDK's message may echo the API key, and a printed
-    # traceback would show it. The original stays reachable as ``sdk_error``.
-    err.sdk_error = exc  # type: ignore[attr-defined]
+    # traceback would show it. A scrubbed copy stays reachable as ``sdk_error``.
+    err.sdk_error = sdk_error_copy(exc, key)  # type: ignore[attr-defined]
     return err
-
-
-def scrub(text: str, key: str | None) -> str:
-    """Remove an API key from a message before it is logged or stored."""
-    if key and len(key) >= 6:
-        text = text.replace(key, "[redacted]")
-    return text
 
 
 def to_dict(response: Any) -> dict[str, Any]:

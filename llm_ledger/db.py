@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -63,9 +64,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+# Query parameters that may carry a credential (password=, sslpassword=, sslkey=, token=...).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.I)
+_USERINFO = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
+_SECRET_PAIR = re.compile(
+    r"([?&;][^=&;#]*(?:pass|pwd|secret|token|key|auth|cred)[^=&;#]*=)[^&;#]*", re.I
+)
+
+
 def describe(url: str) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with every credential hidden (the userinfo password and any query parameter
+    that may hold one), for messages and logs."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return _SECRET_PAIR.sub(r"\1***", _USERINFO.sub(r"\1:***@", url))
+    hidden = {k: "***" for k in u.query if _SECRET_PARAM.search(k)}
+    shown = u.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
 
 
 def _create_private_file(path: Path) -> None:
@@ -96,7 +112,9 @@ def make_engine(location: str, **kwargs: Any) -> Engine:
             f"pip install 'llm-ledger[{extra}]'"
         ) from None
     except ArgumentError as exc:
-        raise LedgerOpenError(f"{location!r} is not a database URL or path: {exc}") from None
+        raise LedgerOpenError(
+            f"{describe(location)!r} is not a database URL or path: {describe(str(exc))}"
+        ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 from sqlalchemy import case, func, select
-from sqlalchemy.engine import make_url
 
 from . import db
 from .clients import OpenAIClient
@@ -125,9 +124,7 @@ def _demo(location: str, echo: Echo, server: FakeOpenAIServer | None) -> int:
     echo("")
     _summary(ledger, start, echo)
     echo("")
-    shown = (
-        make_url(location).render_as_string(hide_password=True) if "://" in location else location
-    )
+    shown = db.describe(location) if "://" in location else location
     prefix = (
         "llm-ledger" if location == DEFAULT_DB_FILE else f"llm-ledger --db {shlex.quote(shown)}"
     )

@@ -273,3 +273,103 @@ def test_spool_file_is_owner_only(client, api, db_path, short_busy, open_umask) 
         lock.execute("ROLLBACK")
         lock.close()
     assert stat.S_IMODE(client.ledger.spool_path.stat().st_mode) == 0o600
+
+
+OTHER_TOKEN = "sk-proj-" + "Z9y8X7w6V5u4T3s2R1q0"
+
+
+def test_sdk_error_is_a_scrubbed_copy(client, api) -> None:
+    """Issue #14: sdk_error kept the raw SDK error, whose text, body and request hold keys."""
+    import openai
+
+    api.fail_next(401, message=f"Incorrect API key provided: {TEST_KEY}; also {OTHER_TOKEN}")
+    with pytest.raises(llm_ledger.InvalidRequestError) as info:
+        client.send_message(msgs(), temperature=0, raise_on_error=True)
+    sdk = info.value.sdk_error
+    assert isinstance(sdk, openai.AuthenticationError)
+    assert sdk.status_code == 401
+    seen = " ".join(
+        [
+            repr(sdk.args),
+            str(sdk),
+            repr(sdk.body),
+            sdk.response.text,
+            repr(dict(sdk.response.headers)),
+            repr(dict(sdk.request.headers)),
+            str(sdk.request.url),
+            repr(vars(sdk)),
+        ]
+    )
+    assert TEST_KEY not in seen
+    assert OTHER_TOKEN not in seen
+    assert sdk.request.headers["authorization"] == "[redacted]"
+    assert "Incorrect API key provided: [redacted]; also [redacted]" in str(sdk)
+
+
+def test_key_looking_tokens_and_auth_headers_never_reach_the_database_or_logs(
+    client, api, db_path, logs
+) -> None:
+    echoed = (
+        f"bad token {OTHER_TOKEN}; got {{'Authorization': 'Bearer abc.def.ghi', "
+        "'api-key': 'azure-secret-1'}"
+    )
+    api.fail_next(400, message=echoed)
+    assert client.send_message(msgs(), temperature=0) is None
+    text_dump = dump(str(db_path))
+    for secret in (OTHER_TOKEN, "abc.def.ghi", "azure-secret-1"):
+        assert secret not in text_dump
+        assert secret not in repr(logs)
+    assert "bad token [redacted]; got {'Authorization': '[redacted]', 'api-key': '[redacted]'}" in (
+        text_dump
+    )
+
+
+def test_scrub_hides_tokens_and_header_values() -> None:
+    from llm_ledger.redaction import scrub, scrub_obj
+
+    assert scrub("Authorization: Bearer eyJ.abc key=sk-abcdefgh12345678 api-key: zz9") == (
+        "Authorization: [redacted] key=[redacted] api-key: [redacted]"
+    )
+    assert scrub_obj({"headers": {"Api-Key": "zz9", "x": [f"use {OTHER_TOKEN}"]}}) == {
+        "headers": {"Api-Key": "[redacted]", "x": ["use [redacted]"]}
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/llm_ledger_x?password=hunter2secret",
+        "mysql://root@127.0.0.1:1/llm_ledger_x?password=hunter2secret",
+        "postgresql://postgres:hunter2secret@127.0.0.1:1/x?sslpassword=hunter2secret&sslmode=disable",
+    ],
+)
+def test_url_credentials_never_print(url: str, logs) -> None:
+    """Issue #14: a password in the query string was printed by info and open errors."""
+    from typer.testing import CliRunner
+
+    from llm_ledger.cli import app
+
+    for command in (["info"], ["calls"], ["sql", "SELECT 1"]):
+        result = CliRunner().invoke(app, ["--db", url, *command])
+        assert result.exit_code == 2, result.output
+        assert "hunter2secret" not in result.output
+        assert "password=***" in result.stderr or ":***@" in result.stderr, result.stderr
+    with pytest.raises(llm_ledger.LedgerError) as info:
+        repository.open_ledger(url)
+    assert "hunter2secret" not in str(info.value)
+    assert "hunter2secret" not in repr(logs)
+    assert db.describe(url).count("***") == url.count("hunter2secret")
+
+
+def test_info_hides_a_query_string_password(pg_url: str, api) -> None:
+    from typer.testing import CliRunner
+
+    from llm_ledger.cli import app
+
+    repository.open_ledger(pg_url)
+    repository.close_all()
+    url = pg_url + "?password=hunter2secret"
+    result = CliRunner().invoke(app, ["--db", url, "info", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert "hunter2secret" not in result.output
+    assert "?password=***" in result.output
