@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -204,14 +205,40 @@ def decode(raw: bytes) -> tuple[str, dict[str, Any]]:
 # --- reading a bundle file ----------------------------------------------------
 
 
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""The longest bundle line (one record) read; a longer one is refused before it is held."""
+MAX_BUNDLE_BYTES = 16 * 1024**3
+"""The most (decompressed) bytes a bundle may hold; more is refused (a gzip bomb)."""
+
+
 def _lines(path: Path) -> Iterator[bytes]:
-    """The file's lines (gzip or plain, told by its first bytes), with read errors as BundleError."""
+    """The file's lines (gzip or plain, told by its first bytes), with read errors as BundleError.
+
+    Lines are read at most MAX_LINE_BYTES at a time and the total is capped at
+    MAX_BUNDLE_BYTES, so a hostile file cannot make the reader hold more than one line.
+    """
     with open(path, "rb") as raw:
         zipped = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if zipped else raw
+        total = 0
         try:
-            yield from fh
+            for lineno in itertools.count(1):
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return
+                if len(line) > MAX_LINE_BYTES:
+                    raise BundleError(
+                        f"{path}, line {lineno}: longer than {MAX_LINE_BYTES:,} bytes, the "
+                        "longest record a bundle may hold; nothing was imported"
+                    )
+                total += len(line)
+                if total > MAX_BUNDLE_BYTES:
+                    raise BundleError(
+                        f"{path}: more than {MAX_BUNDLE_BYTES:,} bytes once decompressed, the "
+                        "most a bundle may hold; nothing was imported"
+                    )
+                yield line
         except EOFError:
             raise BundleError(
                 f"{path}: the gzip data ends early: the bundle is truncated"
@@ -230,7 +257,7 @@ def _header(path: Path, line: bytes | None) -> dict[str, Any]:
             f"{path} is not an llm-ledger bundle (its first line is no {FORMAT} header)"
         )
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # true == 1 is no version
         raise BundleError(
             f"{path} is in bundle format version {version!r}; this llm-ledger {__version__} reads "
             f"version {FORMAT_VERSION} only"
@@ -258,7 +285,7 @@ class _Refs:
     """What a bundle defines, to check uniqueness and that every reference resolves."""
 
     requests: set[str] = field(default_factory=set)
-    responses: set[int] = field(default_factory=set)
+    responses: dict[int, str] = field(default_factory=dict)  # id -> the request it answered
     entries: set[tuple[str, str, int]] = field(default_factory=set)
     calls: set[str] = field(default_factory=set)
     bad_responses: dict[int, str] = field(default_factory=dict)
@@ -273,12 +300,19 @@ class _Refs:
                 raise BundleError(
                     f"{rtype} record refers to response {row['response_id']} not in the bundle"
                 )
+            answered = self.responses[row["response_id"]]
+            if rtype == "cache_entry" and answered != row["request_hash"]:
+                raise BundleError(
+                    f"cache_entry for request {row['request_hash']} points at response "
+                    f"{row['response_id']}, which answered request {answered}: it would serve "
+                    "another request's answer"
+                )
         key: Any
         seen: set[Any]
         if rtype == "request":
             seen, key = self.requests, row["request_hash"]
         elif rtype == "response":
-            seen, key = self.responses, row["id"]
+            seen, key = set(self.responses), row["id"]
             if hash_json(canonical_json(row["response"])) != row["response_hash"]:
                 self.bad_responses[key] = "its response_hash does not match its response"
         elif rtype == "cache_entry":
@@ -287,7 +321,10 @@ class _Refs:
             seen, key = self.calls, row["call_uuid"]
         if key in seen:
             raise BundleError(f"{rtype} {key} appears twice")
-        seen.add(key)
+        if rtype == "response":
+            self.responses[key] = row["request_hash"]
+        else:
+            seen.add(key)
 
 
 @dataclass

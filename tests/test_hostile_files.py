@@ -1,0 +1,111 @@
+"""Hostile bundles and pickles (issue #14): refused, the target unchanged, memory bounded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_ledger import transfer
+from llm_ledger.transfer import BundleError
+
+from .test_transfer import digest, exported, ledger_b, rewrite  # noqa: F401  (fixtures)
+
+MEMORY_BOUND_MB = 256
+
+
+def peak_rss_mb(code: str) -> tuple[int, str]:
+    """Run code in a fresh interpreter; (its peak resident memory in MB, its stdout)."""
+    probe = textwrap.dedent(code) + textwrap.dedent(
+        """
+        import resource
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.splitlines()
+    return int(out[-1]), "\n".join(out[:-1])
+
+
+# --- bundles -----------------------------------------------------------------------------
+
+
+def test_cache_entry_pointing_at_another_requests_response_is_refused(
+    exported: Path,  # noqa: F811
+    ledger_b: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    records = [json.loads(line) for line in exported.read_bytes().splitlines()[1:]]
+    answered = {r["id"]: r["request_hash"] for r in records if r["type"] == "response"}
+    entry = next(r for r in records if r["type"] == "cache_entry" and r["response_id"])
+    other = next(i for i, h in answered.items() if h != entry["request_hash"])
+
+    def swap(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec == entry:
+            return {**rec, "response_id": other}
+        return rec
+
+    bad = tmp_path / "swapped.jsonl"
+    rewrite(exported, bad, swap)
+    before = digest(ledger_b)
+    with pytest.raises(BundleError) as info:
+        transfer.import_bundle(ledger_b, bad)
+    assert str(info.value).endswith(
+        f"cache_entry for request {entry['request_hash']} points at response {other}, which "
+        f"answered request {answered[other]}: it would serve another request's answer; "
+        "nothing was imported"
+    )
+    assert digest(ledger_b) == before
+
+
+def test_format_version_true_is_refused(exported: Path, tmp_path: Path) -> None:  # noqa: F811
+    lines = exported.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["format_version"] = True
+    odd = tmp_path / "odd.jsonl"
+    odd.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1:]))
+    with pytest.raises(BundleError, match=r"format version True; this llm-ledger .* reads version"):
+        transfer.verify_bundle(odd)
+
+
+def test_bundle_bigger_than_the_limit_is_refused(
+    exported: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transfer, "MAX_BUNDLE_BYTES", 2000)
+    with pytest.raises(BundleError, match=r"more than 2,000 bytes once decompressed"):
+        transfer.verify_bundle(exported)
+
+
+def test_one_huge_gzip_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """A small .jsonl.gz holding a 512 MiB line: refused holding at most one 64 MiB read."""
+    bomb = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as out:
+        out.write(b'{"format": "llm-ledger-bundle"')
+        chunk = b" " * (8 * 1024 * 1024)
+        for _ in range(64):
+            out.write(chunk)
+        out.write(b"}\n")
+    assert bomb.stat().st_size < 3 * 1024 * 1024
+    peak, printed = peak_rss_mb(
+        f"""
+        from llm_ledger import transfer
+        from llm_ledger.transfer import BundleError
+        try:
+            transfer.verify_bundle({str(bomb)!r})
+        except BundleError as exc:
+            print(exc)
+        """
+    )
+    assert printed == (
+        f"{bomb}, line 1: longer than 67,108,864 bytes, the longest record a bundle may hold; "
+        "nothing was imported"
+    )
+    assert peak < MEMORY_BOUND_MB, peak
