@@ -1,21 +1,158 @@
 """The ``llm-ledger`` command line.
 
 One Typer app; commands live by subject: ``core.py`` (info, migrate, calls, show,
-recover, demo), ``sql.py`` (sql, and the read-only connections), ``costs.py`` (costs, stats, reprice), ``transfer.py``
-(export, import, copy, import-pickle, prune, vacuum). Output helpers are in
-``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
+recover, demo), ``sql.py`` (sql, and the read-only connections), ``costs.py`` (costs,
+stats, reprice), ``transfer.py`` (export, import, copy, import-pickle, prune, vacuum).
+Output helpers are in ``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
+
+Why the command modules load lazily: they import SQLAlchemy, Alembic, the OpenAI SDK
+(~1.5 s together), and ``llm-ledger --help`` needs none of that. ``_LazyGroup`` lists
+the commands and their one-line help from the modules' source (``ast``, no import) and
+imports a module only when one of its commands is looked up (to run or show its own help).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from ..config import DEFAULT_DB_FILE
 
+
+def command_modules() -> list[str]:
+    """The modules of this package, by name: any of them may register commands on ``app``."""
+    here = Path(__file__).parent
+    return sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__")
+
+
+def _scan(module: str) -> list[tuple[str, dict[str, Any]]]:
+    """(command name, help keywords) of each ``@app.command(...)`` in ``module``'s source, in order.
+
+    Mirrors what Typer takes from a command: the decorator's name or the function's,
+    ``help=``/``short_help=``/``hidden=``/``deprecated=`` literals, else the docstring.
+    """
+    source = (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
+    found: list[tuple[str, dict[str, Any]]] = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if not (
+                isinstance(deco, ast.Call)
+                and isinstance(deco.func, ast.Attribute)
+                and deco.func.attr == "command"
+                and isinstance(deco.func.value, ast.Name)
+                and deco.func.value.id == "app"
+            ):
+                continue
+            name = node.name.lower().replace("_", "-")
+            if deco.args and isinstance(deco.args[0], ast.Constant):
+                name = deco.args[0].value
+            info: dict[str, Any] = {"help": ast.get_docstring(node)}
+            for kw in deco.keywords:
+                if kw.arg in ("help", "short_help", "hidden", "deprecated"):
+                    info[kw.arg] = ast.literal_eval(kw.value)
+            found.append((name, info))
+    return found
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The group's name -> click command mapping; a command's module is imported on first lookup.
+
+    Iterating lists every command (from the source scan) without importing any.
+    """
+
+    def __init__(self, loaded: MutableMapping[str, Any]) -> None:
+        self._loaded = dict(loaded)
+
+    def _load(self, name: str) -> None:
+        listed = _listing().get(name)
+        for module in [listed[0]] if listed else command_modules():
+            importlib.import_module(f"{__name__}.{module}")
+        for info in app.registered_commands:
+            assert info.callback is not None
+            cmd_name = info.name or typer.main.get_command_name(info.callback.__name__)
+            if cmd_name not in self._loaded:
+                self._loaded[cmd_name] = typer.main.get_command_from_info(
+                    info,
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode,
+                )
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            self._load(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        names = list(_listing())
+        return iter(names + [name for name in self._loaded if name not in names])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaded or name in _listing()
+
+    def for_listing(self) -> dict[str, Any]:
+        """Every command, an unloaded one as a stand-in carrying the same help fields."""
+        listed = _listing()
+        return {
+            name: self._loaded.get(name)
+            or TyperCommand(name=name, rich_markup_mode=app.rich_markup_mode, **listed[name][1])
+            for name in self
+        }
+
+
+_LISTING: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def _listing() -> dict[str, tuple[str, dict[str, Any]]]:
+    """command name -> (module, help fields), scanned once per process."""
+    if not _LISTING:
+        for module in command_modules():
+            for name, info in _scan(module):
+                _LISTING[name] = (module, info)
+    return _LISTING
+
+
+class _LazyGroup(TyperGroup):
+    """A Typer group whose commands are imported on first use (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands(self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # TyperGroup's own listing, over stand-ins for the commands not imported yet.
+        commands = self.commands
+        assert isinstance(commands, _LazyCommands)
+        self.commands = commands.for_listing()
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.commands = commands
+
+
 app = typer.Typer(
     name="llm-ledger",
+    cls=_LazyGroup,
     help="Query, report on and move an llm_ledger database (cache + audit log of OpenAI calls).",
     no_args_is_help=True,
     add_completion=False,
@@ -41,9 +178,6 @@ def _root(
     ),
 ) -> None:
     ctx.obj = CliState(db=db or DEFAULT_DB_FILE)
-
-
-from . import core, costs, sql, transfer  # noqa: E402,F401  (they register their commands)
 
 
 def main() -> None:
