@@ -121,3 +121,13 @@ def test_a_command_imports_only_its_own_module() -> None:
     print(sorted(m for m in sys.modules if m.startswith("llm_ledger.cli.")))
     """
     assert run(code).strip() == "['llm_ledger.cli.costs', 'llm_ledger.cli.output']"
+
+
+def test_first_token_count_imports_no_tiktoken() -> None:
+    code = """
+    from llm_ledger import tokens
+    messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog."}]
+    print(tokens.count_message_tokens(messages, "gpt-4o"), tokens.count_text_tokens("hi", "gpt-4"))
+    """
+    out = run(textwrap.dedent(code) + "\nimport sys\nprint('tiktoken' in sys.modules)\n")
+    assert out.split() == ["17", "1", "False"]

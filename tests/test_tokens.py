@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,9 +13,13 @@ from pathlib import Path
 import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from llm_ledger import tokens
+from llm_ledger import ranks, tokens
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The example from the OpenAI cookbook "How to count tokens with tiktoken", section 6.
 COOKBOOK_MESSAGES = [
@@ -263,3 +269,99 @@ def test_corrupt_files_return_none(
     assert "BadGzipFile" in errors["cl100k_base"]
     assert "LookupError" in errors["p50k_base"]
     assert no_network == []
+
+
+# --- the rank table (llm_ledger/ranks.py): the first counts of a process, without tiktoken ---
+
+CORPUS = [
+    "hello world",
+    "Ünïcödé — 東京 🚀 naïve café",
+    "  leading and trailing spaces   \n\n\tand tabs\r\n",
+    "numbers 1234567 3.14159 -42 1e10 ١٢٣",
+    "I'm sure they'll've done it; WE'RE DONE. Don't!",
+    "<|endoftext|> special-token text <|fim_prefix|> counted as plain text",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # code\n",
+    "a" * 255,
+    "ab" * 128,
+    " " * 200 + "x",
+    "https://example.com/path?query=1&b=2#frag",
+    "",
+]
+
+
+def rank_table(name: str) -> ranks.RankTable:
+    data = (tokens.DATA_DIR / f"{name}.ranks").read_bytes()
+    return ranks.RankTable(data, tokens._SPECS[name]["pat_str"])
+
+
+RANK_TABLES = {name: rank_table(name) for name in ("cl100k_base", "o200k_base")}
+
+
+@pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
+def test_rank_table_counts_equal_tiktoken_on_a_corpus(name: str) -> None:
+    encoding = tokens.get_encoding(name)
+    assert encoding is not None
+    table = rank_table(name)
+    for text in CORPUS:
+        assert table.count(text) == len(encoding.encode_ordinary(text)), text
+    # Whole documents: the same count, or None where a piece is too long for the table.
+    docs = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))]
+    counts = [(table.count(text), len(encoding.encode_ordinary(text))) for text in docs]
+    assert all(ours in (None, theirs) for ours, theirs in counts)
+    assert sum(ours is not None for ours, _ in counts) >= len(docs) // 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80))
+def test_rank_table_counts_equal_tiktoken_on_any_text(text: str) -> None:
+    for name in ("cl100k_base", "o200k_base"):
+        encoding = tokens.get_encoding(name)
+        assert encoding is not None
+        assert RANK_TABLES[name].count(text) == len(encoding.encode_ordinary(text))
+
+
+def test_rank_files_hold_exactly_tiktokens_ranks() -> None:
+    """Rebuilt as a .tiktoken file, each .ranks file has tiktoken's own expected_hash."""
+    for name in ("cl100k_base", "o200k_base"):
+        table = ranks.read_all((tokens.DATA_DIR / f"{name}.ranks").read_bytes())
+        text = b"".join(
+            base64.b64encode(token) + b" " + str(rank).encode() + b"\n"
+            for token, rank in sorted(table.items(), key=lambda item: item[1])
+        )
+        assert hashlib.sha256(text).hexdigest() == tokens._EXPECTED_SHA256[name]
+
+
+def test_first_counts_use_the_rank_table_then_tiktoken(
+    fresh_cache: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokens, "SWITCH_CHARS", 50)
+    assert tokens.count_text_tokens("hello world", "gpt-4o") == 2
+    assert "o200k_base" not in tokens._cache  # tiktoken not built yet
+    assert tokens.count_text_tokens("The quick brown fox jumps over the lazy dog.", "gpt-4o") == 10
+    assert tokens._tables["o200k_base"] is not None
+    assert tokens._tables["o200k_base"].counted_chars == 55
+    assert tokens.count_text_tokens("tiktoken is great!", "gpt-4o") == 6  # past 50 characters
+    assert tokens._cache["o200k_base"] is not None
+
+
+def test_a_piece_too_long_for_the_rank_table_is_counted_by_tiktoken(fresh_cache: None) -> None:
+    text = "x" * (ranks.MAX_PIECE + 1)
+    assert rank_table("o200k_base").count(text) is None
+    encoding = tokens.get_encoding("o200k_base")
+    assert encoding is not None
+    tokens.clear_cache()
+    assert tokens.count_text_tokens(text, "gpt-4o") == len(encoding.encode_ordinary(text))
+
+
+def test_a_corrupt_rank_file_falls_back_to_the_tiktoken_file(
+    fresh_cache: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("cl100k_base", "o200k_base"):
+        (tmp_path / f"{name}.tiktoken.gz").write_bytes(
+            (tokens.DATA_DIR / f"{name}.tiktoken.gz").read_bytes()
+        )
+    (tmp_path / "o200k_base.ranks").write_bytes(b"LLMRANK1 not a table")
+    monkeypatch.setattr(tokens, "DATA_DIR", tmp_path)
+    assert tokens.count_text_tokens("The quick brown fox jumps over the lazy dog.", "gpt-4o") == 10
+    assert tokens._tables["o200k_base"] is None
+    assert tokens._cache["o200k_base"] is not None
