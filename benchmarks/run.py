@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import bulk, concurrency, contenders, latency, loopback, report, workload
+from . import bulk, coldstart, concurrency, contenders, latency, loopback, report, workload
 
 OPTIONAL = ("langchain", "diskcache")
 SKIPPABLE = (
@@ -40,6 +40,7 @@ SKIPPABLE = (
     "pickle",
     "concurrency",
     "loopback",
+    "coldstart",
     "report",
     "export",
     "copy",
@@ -104,6 +105,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "loopback_ops": 5 if q else 100,
         "report_repeats": 2 if q else 5,
         "memory": {"hits": 50 if q else 2000, "stores": 20 if q else 500},
+        "coldstart_runs": 2 if q else 10,
     }
 
 
@@ -355,14 +357,22 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir) if keep else Path(tempfile.mkdtemp(prefix="llm_ledger_bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
+        if "coldstart" not in args.skip:
+            log("cold start: fresh processes")
+            results["coldstart"] = coldstart.measure(p["coldstart_runs"])
         run_all(args, p, workdir, results)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["load_avg_end"] = os.getloadavg()
     results["meta"]["duration_s"] = round(time.time() - started, 1)
-    results["targets"] = report.targets(results)
-    text = "\n\n".join([report.table(results), report.targets_table(results["targets"])])
+    results["targets"] = report.targets(results) + report.coldstart_targets(
+        results.get("coldstart")
+    )
+    parts = [report.table(results)]
+    if "coldstart" in results:
+        parts.append(coldstart.rows(results["coldstart"]))
+    text = "\n\n".join([*parts, report.targets_table(results["targets"])])
     notes = sorted({n for s in results["sizes"].values() for n in s["notes"]})
     notes += [f"{k}: {v}" for k, v in results["skipped"].items()]
     if notes:

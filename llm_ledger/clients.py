@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import openai
+import openai.resources.chat.completions  # noqa: F401 -- the SDK loads these on first use;
+import openai.resources.embeddings  # noqa: F401 -- importing them here keeps that off a call
 import structlog
 
 from . import api, flight, keys, pricing, tokens
