@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import openai
-import structlog
 
 from .errors import (
     APICallError,
@@ -19,10 +18,11 @@ from .errors import (
     NonTerminalError,
     RateLimitError,
 )
+from .log import logger
 from .records import Usage
 from .redaction import scrub, sdk_error_copy
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 T = TypeVar("T")
 
 # Answers the API will give again if asked again: never retried.

@@ -31,7 +31,6 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -50,10 +49,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from . import db
+from .log import logger
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .repository import Ledger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 _REQ: Any = Request.__table__
 _RESP: Any = Response.__table__

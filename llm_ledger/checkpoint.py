@@ -21,14 +21,13 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-import structlog
-
+from . import process
 from .background import Debounced
+from .log import logger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 DEFAULT_INTERVAL_S = 0.05
-_inherited: list[sqlite3.Connection] = []  # a forked child's copies of the parent's
 
 
 class Checkpointer(Debounced):
@@ -63,7 +62,7 @@ class Checkpointer(Debounced):
     def _after_fork(self) -> None:
         super()._after_fork()
         if self._conn is not None:  # the parent's: kept, never closed here
-            _inherited.append(self._conn)
+            process.state.inherited.append(self._conn)
             self._conn = None
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:

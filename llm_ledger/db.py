@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -27,8 +26,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from .errors import LedgerOpenError, SchemaVersionError
+from .log import logger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 LEDGER_TABLES = frozenset({"requests", "responses", "cache_entries", "call_log", "call_tags"})

@@ -1,36 +1,59 @@
 """In-process coordination: sample-slot counters and single-flight.
 
 Slots: the k-th identical request within a run gets slot k. Counters are kept
-per (run, namespace, request hash) for the life of the process, under a lock,
-so two threads asking at once get k and k+1. Across processes, give each
-process its own run or namespace (docs/replay.md).
+per (run, namespace, request hash), under a lock, so two threads asking at once
+get k and k+1. Across processes, give each process its own run or namespace
+(docs/replay.md).
+
+The counters are bounded: at most :data:`MAX_SLOT_KEYS` (run, namespace, hash)
+keys are kept, least recently used first out. A request whose counter was dropped
+starts again at slot 0 when it comes back (so in record mode it is served its
+first stored sample again), and ``ledger.slots_evicted`` is logged once per
+process. A run that draws more distinct sampled requests than that should call
+``reset_slots(run)`` when it ends, or use a fresh run name.
 
 Single-flight: concurrent identical misses (same namespace, hash and slot) make
 one API call; the others wait for it and then read its answer from the ledger.
+
+The instances live in ``process.state`` (``state.slots``, ``state.flights``).
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import defaultdict
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .log import logger
+
+log = logger
+
 SlotKey = tuple[str | None, str, str]
+MAX_SLOT_KEYS = 100_000  # ~20 MB at most; far beyond any run we have seen
 
 
 class SlotCounter:
-    def __init__(self) -> None:
+    def __init__(self, max_keys: int = MAX_SLOT_KEYS) -> None:
         self._lock = threading.Lock()
-        self._next: dict[SlotKey, int] = defaultdict(int)
+        self._next: OrderedDict[SlotKey, int] = OrderedDict()
+        self.max_keys = max_keys
+        self.evicted = 0  # keys dropped so far (tests and diagnostics read it)
 
     def take(self, run: str | None, namespace: str, request_hash: str) -> int:
         key = (run, namespace, request_hash)
         with self._lock:
-            slot = self._next[key]
-            self._next[key] = slot + 1
+            slot = self._next.pop(key, 0)
+            self._next[key] = slot + 1  # (re)inserted last: the most recently used
+            if len(self._next) > self.max_keys:
+                self._next.popitem(last=False)
+                self.evicted += 1
+                if self.evicted == 1:
+                    log.warning("ledger.slots_evicted", max_keys=self.max_keys)
             return slot
+
+    def __len__(self) -> int:
+        return len(self._next)
 
     def reset(self, run: str | None = None, *, all_runs: bool = False) -> None:
         with self._lock:
@@ -39,6 +62,9 @@ class SlotCounter:
             else:
                 for key in [k for k in self._next if k[0] == run]:
                     del self._next[key]
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
 
 
 class SingleFlight:
@@ -67,21 +93,8 @@ class SingleFlight:
             event.set()
 
 
-slots = SlotCounter()
-flights = SingleFlight()
-
-
-def _after_fork_in_child() -> None:
-    # Locks held by other threads at fork time stay held forever in the child.
-    slots._lock = threading.Lock()
-    flights._lock = threading.Lock()
-    flights._inflight.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def reset_slots(run: str | None = None, *, all_runs: bool = False) -> None:
     """Start the slot sequence of ``run`` (None: the process-wide run) again from slot 0."""
-    slots.reset(run, all_runs=all_runs)
+    from .process import state
+
+    state.slots.reset(run, all_runs=all_runs)

@@ -19,15 +19,14 @@ from __future__ import annotations
 import atexit
 import collections
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
+from . import process
 from .background import Debounced
+from .log import logger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 DEFAULT_INTERVAL_S = 0.02
 MAX_PENDING = 5_000  # beyond this the caller writes the queue itself (memory stays bounded)
@@ -51,7 +50,7 @@ class HitWriter(Debounced):
         self.written = 0  # rows written so far (tests read it)
         self._queue: collections.deque[Any] = collections.deque()
         self._flush_lock = threading.Lock()
-        _writers.add(self)
+        process.state.hit_writers.add(self)
 
     def put(self, record: Any) -> None:
         self._forked()
@@ -96,12 +95,9 @@ class HitWriter(Debounced):
         self._flush_lock = threading.Lock()
 
 
-_writers: weakref.WeakSet[HitWriter] = weakref.WeakSet()
-
-
 @atexit.register
 def _flush_at_exit() -> None:
-    for writer in list(_writers):
+    for writer in list(process.state.hit_writers):
         try:
             writer.close()
         except Exception as exc:  # noqa: BLE001 -- never fail the host's exit

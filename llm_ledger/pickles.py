@@ -25,15 +25,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from . import api, bulk, keys, pricing
 from ._version import __version__
 from .errors import LedgerError
+from .log import logger
 from .records import Usage
 from .repository import Ledger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 IMPORT_API_TYPE = "import"
 BATCH = 2000
@@ -160,25 +159,11 @@ def map_value(value: Any) -> dict[str, Any]:
     return response
 
 
-def _price(model: str, response: dict[str, Any], usage: Any) -> pricing.Cost:
-    """As the client prices an answer: by the configured mapping, else the model answering."""
-    conf = pricing.PricingConfig.from_env(os.environ)
-    mapped = model in conf.model_map or model in conf.custom_prices
-    return pricing.price_call(
-        model if mapped else response.get("model") or model,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        config=conf,
-    )
-
-
 def _rows(
     i: int, req: keys.CanonicalRequest, response: dict[str, Any], namespace: str, now: datetime
 ) -> dict[str, dict[str, Any]]:
     usage = api.usage_of(response) or Usage()
-    cost = _price(req.model, response, usage)
+    cost = pricing.price_answer(req.model, response, usage)
     response_hash = keys.hash_json(keys.canonical_json(response))
     tokens = {
         "prompt_tokens": usage.prompt_tokens,

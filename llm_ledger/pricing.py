@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -28,10 +29,11 @@ from types import MappingProxyType
 from typing import Any
 
 import genai_prices
-import structlog
 from genai_prices import Usage
 from genai_prices.data_snapshot import DataSnapshot
 from genai_prices.types import ModelPrice, StartDateConstraint
+
+from .log import logger
 
 __all__ = [
     "MODEL_MAP_ENV",
@@ -39,12 +41,14 @@ __all__ = [
     "Cost",
     "CustomPrice",
     "PricingConfig",
+    "config_from_env",
+    "price_answer",
     "price_call",
     "price_version",
     "worst_case_cost",
 ]
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 MODEL_MAP_ENV = "LLM_LEDGER_MODEL_MAP"
 PRICES_ENV = "LLM_LEDGER_PRICES"
@@ -76,11 +80,18 @@ class PricingConfig:
 
     model_map: Mapping[str, str] = field(default_factory=dict)
     custom_prices: Mapping[str, CustomPrice] = field(default_factory=dict)
+    # Its contents as a hashable value: what the price memo is keyed by (never its id).
+    key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Read-only copies: the default instance is shared, and callers' dicts may change later.
         object.__setattr__(self, "model_map", MappingProxyType(dict(self.model_map)))
         object.__setattr__(self, "custom_prices", MappingProxyType(dict(self.custom_prices)))
+        object.__setattr__(
+            self,
+            "key",
+            (tuple(sorted(self.model_map.items())), tuple(sorted(self.custom_prices.items()))),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PricingConfig:
@@ -205,6 +216,71 @@ def price_call(
     )
     _warn_unpriced_once(model, mapped)
     return Cost(None, note, version, None)
+
+
+def price_answer(
+    model: str,
+    response: dict[str, Any],
+    usage: Any,
+    config: PricingConfig | None = None,
+) -> Cost:
+    """The cost of one API answer: the one pricing rule of the client, pickles and reprice.
+
+    Priced as the configured mapping (or custom price) says, else as the model the response
+    names (Azure names the real model behind a deployment), else as the requested name.
+    Embeddings (``"object": "list"``) have no completion tokens. ``usage`` is a
+    ``records.Usage``. ``config`` defaults to LLM_LEDGER_MODEL_MAP / LLM_LEDGER_PRICES.
+
+    Repeated shapes are priced once: the memo is keyed by the config's contents and the UTC
+    day (genai-prices' prices change at UTC midnight), so neither a new config nor a new day
+    is ever given an old price.
+    """
+    conf = config_from_env() if config is None else config
+    mapped = model in conf.model_map or model in conf.custom_prices
+    priced = model if mapped else response.get("model") or model
+    completion = usage.completion_tokens
+    if completion is None and response.get("object") == "list":
+        completion = 0
+    key = (
+        priced,
+        usage.prompt_tokens,
+        completion,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        conf.key,
+        int(_now() // 86_400),
+    )
+    cost = _answer_memo.get(key)
+    if cost is None:
+        cost = price_call(
+            priced,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=completion,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            config=conf,
+        )
+        if len(_answer_memo) >= _ANSWER_MEMO_MAX:
+            _answer_memo.clear()
+        _answer_memo[key] = cost
+    return cost
+
+
+# genai-prices' lookup costs more than the ledger write: repeated shapes are priced once.
+_ANSWER_MEMO_MAX = 10_000
+_answer_memo: dict[tuple[Any, ...], Cost] = {}
+_now = time.time  # the memo's day; a module global so tests can move the clock
+_env_configs: dict[tuple[str | None, str | None], PricingConfig] = {}
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> PricingConfig:
+    """The config LLM_LEDGER_MODEL_MAP / LLM_LEDGER_PRICES describe, parsed once per value."""
+    env = os.environ if environ is None else environ
+    key = (env.get(MODEL_MAP_ENV), env.get(PRICES_ENV))
+    conf = _env_configs.get(key)
+    if conf is None:
+        conf = _env_configs[key] = PricingConfig.from_env(env)
+    return conf
 
 
 def worst_case_cost(

@@ -313,8 +313,8 @@ def reprice(
     ``call_log`` rows that were paid API calls (miss/bypass, status ok), then the
     ``saved_usd`` of hits from the response they were served (``call_log.response_id``).
     ``model`` is the requested model (deployment) name; ``since`` bounds each row's own
-    ``created_at``. The name to price is chosen as at write time (``OpenAIClient._price``:
-    the mapping, else the model the response names, else the requested one); ``config``
+    ``created_at``. Priced by the write path's own rule (``pricing.price_answer``: the
+    mapping, else the model the response names, else the requested one); ``config``
     defaults to LLM_LEDGER_MODEL_MAP / LLM_LEDGER_PRICES.
 
     Why here and not in repository.py: this never records a call; it corrects derived
@@ -326,15 +326,12 @@ def reprice(
 
     Returns ``{"examined": rows looked at, "changed": rows whose values changed}``.
     """
-    from .clients import OpenAIClient  # the write path's pricing rule, not a copy of it
-
     if config is None:
         try:
             config = pricing.PricingConfig.from_env(os.environ)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     lo = parse_time(since, "since")
-    pricer = OpenAIClient(pricing_config=config)
 
     def new_cost(row: Any) -> dict[str, Any] | None:
         response = {
@@ -342,7 +339,7 @@ def reprice(
             "object": "list" if row.kind == "embedding" else None,
         }
         usage = Usage(*(row._mapping[c] for c in _TOKENS))
-        cost = pricer._price(row.model, response, usage)
+        cost = pricing.price_answer(row.model, response, usage, config)
         unchanged = (
             _same_money(row.cost_usd, cost.cost_usd)
             and row.cost_note == cost.note

@@ -20,7 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -36,11 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import checkpoint, db, hitlog, spool
 from .keys import canonical_json, hash_json
+from .log import logger
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
 from .policy import StoreMode
+from .process import state as _process
 from .records import CallRecord, Stored, Usage
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 _ENTRY = CacheEntry.__table__
 _RESP = Response.__table__
@@ -172,7 +173,7 @@ class Ledger:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
             self._hots.add(hot)
-            _all_hots.add(hot)
+            _process.hot_connections.add(hot)
         return hot
 
     # --- reads --------------------------------------------------------------
@@ -255,13 +256,17 @@ class Ledger:
                 self.record_or_spool(rec)
 
     def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
-        """Write one call; if the database fails, spool it so the paid answer is not lost."""
+        """Write one call; if that fails for any reason, spool it so the paid answer is not lost.
+
+        Any exception, not only the database's: a value the ledger cannot serialise (a NaN
+        in a custom client's answer) or a bug in the mapping must not drop a paid answer.
+        """
         try:
             return self.record(rec)
-        except self.errors as exc:
+        except Exception as exc:  # noqa: BLE001 -- see the docstring
             try:
                 spool.append(self.spool_path, rec)
-            except OSError as spool_exc:
+            except Exception as spool_exc:  # noqa: BLE001 -- disk full, or not JSON at all
                 # Nowhere durable to put it: the caller still gets its answer, and the log
                 # carries the whole record so it can be replayed by hand.
                 log.critical(
@@ -454,7 +459,7 @@ class Ledger:
         picked up too: recovery is idempotent by ``call_uuid``.
         """
         counts = {"written": 0, "already_present": 0, "unreadable": 0, "pending": 0}
-        with _recover_lock:
+        with _process.recover_lock:
             claimed = spool.orphaned_claims(self.spool_path)
             mine = spool.claim(self.spool_path)
             if mine is not None:
@@ -655,49 +660,24 @@ class _Hot:
                 self.conn.close()
 
 
-_all_hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
-_inherited: list[_Hot] = []  # a forked child's copies of the parent's connections: never closed
-_recover_lock = threading.Lock()
-_ledgers: dict[tuple[str, str | None], Ledger] = {}
-_ledgers_lock = threading.Lock()
-
-
 def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
-    """The shared :class:`Ledger` for a location (one engine per database per process)."""
+    """The shared :class:`Ledger` for a location (one engine per database per process).
+
+    The registry is process state (``process.state.ledgers``): a forked child starts empty.
+    """
     key = (db.normalize_url(location), spool_dir)
-    with _ledgers_lock:
-        ledger = _ledgers.get(key)
+    with _process.ledgers_lock:
+        ledger = _process.ledgers.get(key)
         if ledger is None or ledger.pid != os.getpid():
-            ledger = _ledgers[key] = Ledger(location, spool_dir=spool_dir)
+            ledger = _process.ledgers[key] = Ledger(location, spool_dir=spool_dir)
         return ledger
 
 
-def _after_fork_in_child() -> None:
-    """A forked child starts with no ledgers and fresh locks.
-
-    SQLite connections must not cross a fork, and a lock another thread held at fork time
-    would never be released in the child. The parent's pooled connections are dropped
-    without being closed (closing them here would disturb the parent).
-    """
-    global _ledgers_lock, _recover_lock
-    _ledgers_lock = threading.Lock()
-    _recover_lock = threading.Lock()
-    # Closing them here would be closing the parent's SQLite handles: keep them, unused.
-    _inherited.extend(_all_hots)
-    for ledger in _ledgers.values():
-        ledger.engine.dispose(close=False)
-    _ledgers.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def close_all() -> None:
-    with _ledgers_lock:
-        for ledger in _ledgers.values():
+    with _process.ledgers_lock:
+        for ledger in _process.ledgers.values():
             ledger.close()
-        _ledgers.clear()
+        _process.ledgers.clear()
 
 
 __all__ = ["Ledger", "open_ledger", "close_all"]

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from .errors import ConfigError
+from .errors import BudgetExceededError, ConfigError
 
 
 class Budget:
@@ -37,6 +37,41 @@ class Budget:
         """Replace a reservation by what the call really cost (0 when it failed)."""
         with self._lock:
             self.spent += (actual or Decimal(0)) - reserved
+
+
+def reserve(budgets: tuple[Budget, ...], model: str, estimate: Decimal | None) -> Decimal:
+    """Hold a call's worst-case cost against every enclosing budget, or refuse the call.
+
+    All or nothing: a budget that cannot take it releases what the others held, and
+    BudgetExceededError says which cap and what to change. Returns the amount held.
+    """
+    if estimate is None:
+        raise BudgetExceededError(
+            f"cannot estimate the cost of a call to {model!r} (no price or no token count); "
+            "map the model with LLM_LEDGER_MODEL_MAP or set LLM_LEDGER_PRICES"
+        )
+    held: list[Budget] = []
+    for b in budgets:
+        if not b.try_reserve(estimate):
+            for h in held:
+                h.settle(estimate, Decimal(0))
+            raise BudgetExceededError(
+                f"budget exceeded: spent ${_usd(b.spent)} of ${_usd(b.cap)}, and this call "
+                f"to {model!r} could cost up to ${_usd(estimate)}; raise max_cost_usd or "
+                "lower max_tokens"
+            )
+        held.append(b)
+    return estimate
+
+
+def settle(budgets: tuple[Budget, ...], reserved: Decimal, actual: Decimal | None) -> None:
+    """Replace a call's reservation by what it cost (0 when it failed or was not priced)."""
+    for b in budgets:
+        b.settle(reserved, actual)
+
+
+def _usd(amount: Decimal) -> str:
+    return f"{amount.normalize():f}"
 
 
 @dataclass(frozen=True)

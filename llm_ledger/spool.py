@@ -12,22 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
-import threading
 import uuid
 from pathlib import Path
 
+from . import process
 from .records import CallRecord
-
-_lock = threading.Lock()
-
-
-def _fresh_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 def default_spool_path(url: str, spool_dir: str | None = None) -> Path:
@@ -50,7 +39,7 @@ def append(path: Path, record: CallRecord) -> None:
         "utf-8"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock:
+    with process.state.spool_lock:
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -96,7 +85,7 @@ def claim(path: Path) -> Path | None:
     two recoveries (threads or processes) never read the same file.
     """
     claimed = path.with_name(f"{path.name}.recovering-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with _lock:
+    with process.state.spool_lock:
         try:
             path.rename(claimed)
         except FileNotFoundError:

@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from .log import logger
 from .ranks import RankTable, read_all
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ __all__ = [
     "get_encoding",
 ]
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 DATA_DIR: Path = Path(__file__).resolve().parent / "data"
 """Where ``<name>.tiktoken.gz`` files live; module-level so tests can point it elsewhere."""

@@ -28,17 +28,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
 
 from . import bulk, db
 from ._version import __version__
 from .errors import LedgerError
 from .keys import canonical_json, hash_json
+from .log import logger
 from .models import CacheEntry, CallLog, Money, Request, Response
 from .repository import Ledger
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 FORMAT = "llm-ledger-bundle"
 FORMAT_VERSION = 1

@@ -20,6 +20,10 @@ from llm_ledger import config, flight, registry, repository
 from llm_ledger.db import normalize_url
 from llm_ledger.testing import FakeOpenAIServer
 
+# The library no longer configures structlog at import; the tests run as an application
+# that calls llm_ledger.log.configure() (warning and up, to stderr) would.
+llm_ledger.log.configure()
+
 PG_URL = os.environ.get("LLM_LEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("LLM_LEDGER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REQUIRE_DBS = os.environ.get("LLM_LEDGER_REQUIRE_DBS") == "1"

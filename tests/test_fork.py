@@ -6,7 +6,7 @@ import multiprocessing
 import threading
 
 import llm_ledger
-from llm_ledger import repository
+from llm_ledger import process
 
 from .conftest import msgs
 
@@ -32,7 +32,7 @@ def test_forked_child_opens_its_own_ledger(client, api, db_path) -> None:
     holder.join()
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    with repository._ledgers_lock:  # held at fork time: the child must not inherit it held
+    with process.state.ledgers_lock:  # held at fork time: the child must not inherit it held
         proc = ctx.Process(target=_child, args=(str(db_path), api.url, "sk-child", out))
         proc.start()
     content, own = out.get(timeout=60)

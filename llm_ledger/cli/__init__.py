@@ -181,4 +181,10 @@ def _root(
 
 
 def main() -> None:
+    import structlog
+
+    from ..log import configure
+
+    if not structlog.is_configured():
+        configure()  # the CLI is an application: it sets up logging, the library never does
     app()

@@ -1,0 +1,614 @@
+"""The call pipeline: one request through cache policy, the API and the ledger.
+
+:func:`run` reads top to bottom: plan -> lookup -> **hit** | **replay miss** |
+(single-flight) -> budget **refusal** -> attempts -> **error** | **miss** (price,
+settle, record, answer). Chat and embeddings share every step; what differs per
+endpoint (tokens to estimate, how an answer splits into per-item answers) is an
+:class:`Endpoint`.
+
+How an entry drives it (the seed's ``OpenAIClient`` does exactly this; the
+OpenAI-SDK drop-in and TinyTroupe's clients do the same):
+
+1. Build a :class:`Context` once: how to reach the ledger, the pricing config,
+   the redactor, the token counter, ``sleep``. Fields that may change after
+   construction are callables, read at each call.
+2. For each call build a :class:`Call`: the endpoint (:data:`CHAT`,
+   ``embeddings.EMBEDDING``, or your own :class:`Endpoint`), the canonical
+   request (``keys.chat_request`` ...; its hash is the cache key), the items
+   cached on their own (default: the request itself), the policy options
+   (:class:`~llm_ledger.policy.CallOptions`), namespace, :class:`Retry`.
+3. ``run(ctx, call, transport)``. ``transport(items)`` performs ONE attempt for
+   the items the ledger could not serve and returns the raw answer (an SDK object
+   or the JSON dict); it raises what the SDK raises. Retries, backoff and the
+   classification of errors happen here (``api.attempt``), nowhere else.
+4. :class:`Result` gives, per item, what to hand back: the stored answer (a dict)
+   or the fresh one (for a single item, the transport's own object, so an entry can
+   return the SDK type it received). ``None`` when the call gave up and
+   ``call.raise_errors`` is false.
+
+Everything here is synchronous. An async entry would keep :func:`_prepare`,
+:func:`_serve`, :func:`_answered` and the other steps (pure or ledger-only) and
+swap the attempt loop and the single-flight wait for awaitable ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from . import api, keys, pricing, process, tokens
+from . import config as cfg
+from . import scope as scopes
+from ._version import __version__
+from .errors import (
+    APICallError,
+    BudgetExceededError,
+    CacheMissError,
+    InvalidInputError,
+    InvalidInputTypeError,
+)
+from .log import info_enabled, logger
+from .policy import Action, CallOptions, Decision, Plan, StoreMode, decide, plan
+from .records import Answer, CallRecord, Stored, Usage
+from .repository import Ledger
+
+log = logger
+Redactor = Callable[[dict[str, Any]], dict[str, Any]]
+Transport = Callable[[list[keys.CanonicalRequest]], Any]
+_clock = time.perf_counter  # a module global so tests can drive time
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the pipeline needs from the entry that drives it, built once per client."""
+
+    api_type: str
+    ledger: Callable[[], Ledger]
+    lookup: Callable[[str, str, int], Stored | None]  # one entry: (namespace, hash, slot)
+    settings: Callable[[], cfg.Settings]
+    records: Callable[[], bool]  # write audit rows at all (record_calls)
+    pricing_config: Callable[[], pricing.PricingConfig]
+    redact: Callable[[], Redactor | None]
+    endpoint_host: Callable[[], str | None]  # known once the SDK client exists
+    api_key: Callable[[], str | None]  # scrubbed from stored error messages
+    count_tokens: Callable[[list[dict[str, Any]], str], int | None]
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The retry policy of one call: attempts, first wait, backoff factor."""
+
+    max_attempts: int
+    waiting_time: float
+    factor: float
+
+    @classmethod
+    def resolve(
+        cls,
+        s: cfg.Settings,
+        max_attempts: float | None = None,
+        waiting_time: float | None = None,
+        factor: float | None = None,
+    ) -> Retry:
+        """Per-call values over the settings, checked before anything is sent."""
+        return cls(
+            int(positive("max_attempts", s.max_attempts if max_attempts is None else max_attempts)),
+            positive("waiting_time", s.waiting_time if waiting_time is None else waiting_time),
+            positive(
+                "exponential_backoff_factor",
+                s.exponential_backoff_factor if factor is None else factor,
+            ),
+        )
+
+
+class ShortAnswer(Exception):
+    """The API answered, but not an answer for every item (e.g. fewer vectors than inputs)."""
+
+
+class Endpoint:
+    """What differs between endpoints; the default is a single-item request (chat-like)."""
+
+    kind = "chat"
+    sampled = True  # temperature > 0 or n > 1 draw sample slots
+    batched = False  # several items per request: the row counts items_total / items_hit
+
+    def sampling(self, request: keys.CanonicalRequest) -> tuple[float | None, int | None]:
+        params = request.params
+        return params.get("temperature"), params.get("n")
+
+    def prompt_tokens(
+        self, ctx: Context, request: keys.CanonicalRequest, items: list[keys.CanonicalRequest]
+    ) -> int | None:
+        return ctx.count_tokens(request.body["messages"], request.model)
+
+    def max_output(self, request: keys.CanonicalRequest) -> int:
+        p = request.params
+        return (p.get("max_completion_tokens") or p.get("max_tokens") or 4096) * (p.get("n") or 1)
+
+    def usage(
+        self,
+        ctx: Context,
+        request: keys.CanonicalRequest,
+        response: dict[str, Any],
+        items: list[keys.CanonicalRequest],
+    ) -> Usage:
+        """The API's usage; without one, tiktoken's estimate (marked estimated)."""
+        usage = api.usage_of(response)
+        if usage is not None:
+            return usage
+        prompt = ctx.count_tokens(request.body["messages"], request.model)
+        completion: int | None = 0
+        for choice in response.get("choices") or []:
+            counted = tokens.count_text_tokens(
+                keys.message_text(choice.get("message") or {}), request.model
+            )
+            if counted is None or completion is None:
+                completion = None
+                break
+            completion += counted
+        total = prompt + completion if prompt is not None and completion is not None else None
+        return Usage(prompt, completion, None, None, total, estimated=True)
+
+    def split(
+        self,
+        request: keys.CanonicalRequest,
+        response: dict[str, Any],
+        usage: Usage,
+        items: list[keys.CanonicalRequest],
+    ) -> list[tuple[dict[str, Any], Usage]]:
+        """One (response, usage) per item sent; raise :class:`ShortAnswer` if it cannot."""
+        return [(response, usage)]
+
+
+CHAT = Endpoint()
+
+
+@dataclass
+class Call:
+    """One call as the pipeline sees it."""
+
+    endpoint: Endpoint
+    request: keys.CanonicalRequest  # the whole call: its hash is on the audit row
+    options: CallOptions
+    namespace: str
+    raise_errors: bool
+    retry: Retry
+    items: Sequence[keys.CanonicalRequest] = ()  # cached one by one; default (request,)
+
+    def __post_init__(self) -> None:
+        if not self.items:
+            self.items = (self.request,)
+
+
+@dataclass
+class Result:
+    """Per item, in order: the stored answer (dict) or the fresh one; and how it was served."""
+
+    responses: list[Any]
+    cache_status: str
+    record: CallRecord = field(repr=False)
+
+
+def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
+    """One call, start to finish. Raises CacheMissError (replay) and BudgetExceededError
+    always; an API failure raises its typed error or returns None (``call.raise_errors``)."""
+    t0 = _clock()
+    p, slot = _prepare(call)
+    stored = _lookup(ctx, call, slot) if p.read else {}
+    now, max_age = _now(), call.options.max_age
+    decisions: list[Decision] = []
+    missing: list[int] = []
+    hits: dict[int, Stored] = {}
+    for i in range(len(call.items)):
+        st = stored.get(i)
+        d = decide(p, None if st is None else st.stored_at, now, max_age)
+        decisions.append(d)
+        if d.action is Action.SERVE:
+            hits[i] = st  # type: ignore[assignment]  # SERVE means there is one
+        else:
+            missing.append(i)
+    rec = _base_record(ctx, call, slot)
+
+    # Hit: every item is in the ledger.
+    if not missing:
+        return _serve(ctx, call, rec, stored, t0)
+    # Replay miss: the API must not be called.
+    if any(decisions[i].action is Action.MISS_ERROR for i in missing):
+        _replay_miss(ctx, call, rec, hits, missing[0], t0)
+    # Single-flight: identical concurrent misses wait for the first one's answer.
+    if len(call.items) == 1 and decisions[0].store is StoreMode.INSERT:
+        key = (call.namespace, call.request.request_hash, slot)
+        with process.state.flights.lead(key) as leader:
+            if not leader:
+                again = _lookup(ctx, call, slot)
+                if again:
+                    return _serve(ctx, call, rec, again, t0)
+            return _call_api(ctx, call, transport, rec, p, decisions, hits, missing)
+    return _call_api(ctx, call, transport, rec, p, decisions, hits, missing)
+
+
+def _call_api(
+    ctx: Context,
+    call: Call,
+    transport: Transport,
+    rec: CallRecord,
+    p: Plan,
+    decisions: list[Decision],
+    hits: dict[int, Stored],
+    missing: list[int],
+) -> Result | None:
+    """The API branch: budget (refusal), attempts (error), answer (miss)."""
+    r = call.request
+    send = [call.items[i] for i in missing]
+    rec.cache_status = "bypass" if not p.read else "miss"
+    _note_hits(rec, hits)
+    budgets = scopes.current().budgets
+    reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
+
+    t0 = _clock()
+    outcome = api.attempt(
+        lambda: transport(send),
+        max_attempts=call.retry.max_attempts,
+        waiting_time=call.retry.waiting_time,
+        backoff_factor=call.retry.factor,
+        sleep=ctx.sleep,
+        context={"request_hash": r.request_hash, "model": r.model},
+    )
+    rec.latency_ms = _ms(t0)  # the API's time only: attempts and the waits between them
+    rec.attempts = outcome.attempts
+    rec.endpoint_host = ctx.endpoint_host()
+
+    # Error: the attempts ran out (or the error is not worth retrying).
+    if outcome.error is not None:
+        scopes.settle(budgets, reserved, Decimal(0))
+        return _fail(ctx, call, rec, outcome.error, outcome.attempts)
+
+    # Miss: the API answered. From here on the answer is paid for: whatever goes wrong,
+    # it is recorded or spooled (record_or_spool), never dropped.
+    try:
+        answered = _answered(ctx, call, rec, outcome.value, send, decisions, missing)
+    except ShortAnswer as exc:  # paid, but unusable: kept on the error row, never cached
+        scopes.settle(budgets, reserved, rec.cost_usd)
+        err = APICallError(
+            f"the API's answer is incomplete: {exc}; check the server (an OpenAI-compatible "
+            "proxy or mock may drop items)",
+            attempts=outcome.attempts,
+            error_type="ShortAnswer",
+        )
+        return _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
+    scopes.settle(budgets, reserved, rec.cost_usd)
+    winners = _write(ctx, rec)
+    responses: list[Any] = [None] * len(call.items)
+    for i, st in hits.items():
+        responses[i] = st.response
+    for j, i in enumerate(missing):
+        # Another process stored this item first: everyone gets that answer.
+        responses[i] = winners[j].response if j in winners else answered[j]
+    if info_enabled():
+        log.info(
+            "llm.call",
+            slot=rec.slot,
+            items=len(call.items),
+            items_hit=len(hits),
+            attempts=outcome.attempts,
+            latency_ms=rec.latency_ms,
+            prompt_tokens=rec.usage.prompt_tokens,
+            completion_tokens=rec.usage.completion_tokens,
+            cost_usd=str(rec.cost_usd) if rec.cost_usd is not None else None,
+            request_hash=r.request_hash,
+            model=r.model,
+        )
+    return Result(responses, rec.cache_status, rec)
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+def _prepare(call: Call) -> tuple[Plan, int]:
+    """The policy plan and this call's sample slot (k-th identical request in the run -> k)."""
+    r = call.request
+    temperature, n = call.endpoint.sampling(r)
+    p = plan(call.options, temperature=temperature, n=n)
+    if not (p.use_slots and call.endpoint.sampled and len(call.items) == 1):
+        return p, 0
+    return p, process.state.slots.take(scopes.current().run, call.namespace, r.request_hash)
+
+
+def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
+    """Stored answers by item index; a read failure is a miss, never a crash."""
+    try:
+        if len(call.items) == 1:
+            st = ctx.lookup(call.namespace, call.items[0].request_hash, slot)
+            return {} if st is None else {0: st}
+        found = ctx.ledger().lookup_many(call.namespace, [i.request_hash for i in call.items])
+    except Exception as exc:
+        if not isinstance(exc, ctx.ledger().errors):
+            raise  # e.g. the ledger cannot be opened: that is the caller's to see
+        log.error(
+            "ledger.read_failed",
+            request_hash=call.request.request_hash,
+            error=str(getattr(exc, "orig", exc))[:300],
+        )
+        return {}
+    return {
+        i: found[it.request_hash] for i, it in enumerate(call.items) if it.request_hash in found
+    }
+
+
+def _serve(
+    ctx: Context, call: Call, rec: CallRecord, stored: dict[int, Stored], t0: float
+) -> Result:
+    """Hit: every item from the ledger; the row says what it saved."""
+    rec.cache_status, rec.status, rec.attempts = "hit", "ok", 0
+    _note_hits(rec, stored)
+    rec.usage = _sum_usage(list(stored.values()))
+    rec.cost_usd = Decimal(0)
+    if len(call.items) == 1:
+        rec.served_response_id = stored[0].response_id
+    rec.latency_ms = _ms(t0)  # the ledger's time to serve it
+    _write(ctx, rec, hit=True)
+    if info_enabled():
+        log.info(
+            "llm.cache_hit",
+            slot=rec.slot,
+            items=len(call.items),
+            latency_ms=rec.latency_ms,
+            request_hash=call.request.request_hash,
+            model=call.request.model,
+        )
+    return Result([st.response for st in stored.values()], "hit", rec)
+
+
+def _replay_miss(
+    ctx: Context, call: Call, rec: CallRecord, hits: dict[int, Stored], first: int, t0: float
+) -> None:
+    """Replay mode and nothing stored: an error row, then CacheMissError."""
+    _note_hits(rec, hits)
+    item = call.items[first]
+    err = CacheMissError(item.request_hash, call.request.model, item.last_message_text())
+    rec.cache_status, rec.status = "miss", "error"
+    rec.error_type, rec.error_message = "CacheMissError", str(err)
+    rec.latency_ms = _ms(t0)
+    _write(ctx, rec)
+    log.warning(
+        "llm.replay_miss",
+        slot=rec.slot,
+        request_hash=call.request.request_hash,
+        model=call.request.model,
+    )
+    raise err
+
+
+def _reserve(
+    ctx: Context,
+    call: Call,
+    rec: CallRecord,
+    budgets: tuple[scopes.Budget, ...],
+    send: list[keys.CanonicalRequest],
+) -> Decimal:
+    """Hold the worst case against every budget; a refusal is written, then raised."""
+    r = call.request
+    prompt = call.endpoint.prompt_tokens(ctx, r, send)
+    estimate = (
+        None
+        if prompt is None
+        else pricing.worst_case_cost(
+            r.model, prompt, call.endpoint.max_output(r), ctx.pricing_config()
+        )
+    )
+    try:
+        return scopes.reserve(budgets, r.model, estimate)
+    except BudgetExceededError as exc:
+        rec.status = "refused"
+        rec.error_type, rec.error_message = "BudgetExceededError", str(exc)
+        rec.cost_usd = Decimal(0)
+        _write(ctx, rec)
+        log.warning("llm.refused", request_hash=r.request_hash, model=r.model, reason=str(exc))
+        raise
+
+
+def _answered(
+    ctx: Context,
+    call: Call,
+    rec: CallRecord,
+    value: Any,
+    send: list[keys.CanonicalRequest],
+    decisions: list[Decision],
+    missing: list[int],
+) -> list[Any]:
+    """Price the answer and put it on the record, one Answer per item sent.
+
+    Returns, per item sent, what the caller gets. Pricing never fails the call: an
+    unexpected error there leaves the cost unknown, with the reason in ``cost_note``.
+    """
+    r = call.request
+    response = api.to_dict(value)
+    conf = ctx.pricing_config()
+    try:
+        usage = call.endpoint.usage(ctx, r, response, send)
+        cost = pricing.price_answer(r.model, response, usage, conf)
+    except Exception as exc:  # noqa: BLE001 -- the answer is paid: keep it, say why unpriced
+        usage = Usage()
+        note = f"not priced: {type(exc).__name__}: {exc}"[:500]
+        cost = pricing.Cost(None, note, pricing.price_version(), None)
+    rec.usage = usage
+    rec.cost_usd, rec.cost_note, rec.price_version = cost.cost_usd, cost.note, cost.price_version
+    try:
+        parts = call.endpoint.split(r, response, usage, send)
+    except ShortAnswer:
+        rec.answers.append(_answer(call, r.request_hash, rec.request, response, usage, cost))
+        rec.primary_answer = 0
+        raise
+    redact = ctx.redact()
+    for j, (item_response, item_usage) in enumerate(parts):
+        item = send[j]
+        if len(parts) == 1:
+            item_cost, body = cost, rec.request if item is r else item.body
+        else:
+            item_cost = pricing.price_answer(r.model, item_response, item_usage, conf)
+            body = item.body
+        if body is item.body and redact is not None:
+            body = redact(copy.deepcopy(body))
+        store = decisions[missing[j]].store
+        answer = _answer(call, item.request_hash, body, item_response, item_usage, item_cost, store)
+        answer.slot = rec.slot or 0
+        rec.answers.append(answer)
+    if len(call.items) == 1:
+        rec.primary_answer = 0
+        return [value]  # the transport's own object: the entry returns the type it got
+    return [a.response for a in rec.answers]
+
+
+def _fail(
+    ctx: Context,
+    call: Call,
+    rec: CallRecord,
+    error: BaseException,
+    attempts: int,
+    error_type: str | None = None,
+) -> None:
+    """Error: the row says why and after how many attempts; raise or return None."""
+    key = ctx.api_key()
+    rec.status = "error"
+    rec.error_type = error_type or type(error).__name__
+    rec.error_message = api.scrub(str(error), key)[:2000]
+    _write(ctx, rec)
+    if call.raise_errors:
+        raise api.typed_error(error, attempts, key)
+    return None
+
+
+def _write(ctx: Context, rec: CallRecord, *, hit: bool = False) -> dict[int, Stored]:
+    """The audit row (and answers) into the ledger; a hit's row may be queued."""
+    if not ctx.records():
+        return {}
+    ledger = ctx.ledger()
+    if hit and not rec.answers and ctx.settings().hit_audit == "background":
+        ledger.record_later(rec)  # nothing paid, nothing to race for: queue the row
+        return {}
+    return ledger.record_or_spool(rec)
+
+
+# --- small pieces ----------------------------------------------------------------------
+
+
+def _answer(
+    call: Call,
+    request_hash: str,
+    body: dict[str, Any],
+    response: dict[str, Any],
+    usage: Usage,
+    cost: pricing.Cost,
+    store: StoreMode = StoreMode.NONE,
+) -> Answer:
+    return Answer(
+        request_hash=request_hash,
+        kind=call.request.kind,
+        model=call.request.model,
+        request=body,
+        response=response,
+        usage=usage,
+        cost_usd=cost.cost_usd,
+        cost_note=cost.note,
+        price_version=cost.price_version,
+        store=store,
+        namespace=call.namespace,
+        slot=0,
+    )
+
+
+def _base_record(ctx: Context, call: Call, slot: int) -> CallRecord:
+    sc = scopes.current()
+    request = call.request
+    body, text = request.body, request.canonical_json
+    redact = ctx.redact()
+    if redact is not None:
+        body, text = redact(copy.deepcopy(body)), None  # it may edit in place
+    many = call.endpoint.batched
+    return CallRecord(
+        call_uuid=str(uuid.uuid4()),
+        created_at=_now(),
+        kind=request.kind,
+        api_type=ctx.api_type,
+        endpoint_host=ctx.endpoint_host(),
+        model=request.model,
+        namespace=call.namespace,
+        request_hash=request.request_hash,
+        request=body,
+        request_text=text,
+        library_version=__version__,
+        run=sc.run,
+        template=sc.template,
+        tags=dict(sc.tags) or None,
+        slot=slot,
+        cache_status="miss",
+        status="ok",
+        items_total=len(call.items) if many else None,
+    )
+
+
+def _note_hits(rec: CallRecord, stored: dict[int, Stored]) -> None:
+    """Items served from the ledger in a multi-item call, and what they saved."""
+    if rec.items_total is not None:
+        rec.items_hit = len(stored)
+    if len(stored) == 1:
+        (rec.saved_usd,) = (st.cost_usd for st in stored.values())
+    elif stored:
+        rec.saved_usd = sum((st.cost_usd for st in stored.values() if st.cost_usd), Decimal(0))
+    else:
+        rec.saved_usd = None
+
+
+def _sum_usage(stored: list[Stored]) -> Usage:
+    """The served answers' own token counts, as their miss rows recorded them."""
+    if len(stored) == 1:
+        s = stored[0]
+        return Usage(
+            s.prompt_tokens,
+            s.completion_tokens,
+            s.cached_tokens,
+            s.reasoning_tokens,
+            s.total_tokens,
+        )
+    return Usage(
+        _sum([s.prompt_tokens for s in stored]),
+        _sum([s.completion_tokens for s in stored]),
+        _sum([s.cached_tokens for s in stored]),
+        _sum([s.reasoning_tokens for s in stored]),
+        _sum([s.total_tokens for s in stored]),
+    )
+
+
+def _sum(values: list[int | None]) -> int | None:
+    if len(values) == 1:
+        return values[0]
+    if any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
+
+
+def _ms(t0: float) -> float:
+    return round((_clock() - t0) * 1000, 3)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def positive(name: str, value: Any) -> float:
+    """A number setting checked before anything is sent (timeout, retry values)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputTypeError(f"{name} must be a number, got {type(value).__name__}")
+    if value < 0 or (name == "max_attempts" and value < 1):
+        raise InvalidInputError(f"{name}={value!r} is out of range")
+    return value
+
+
+__all__ = ["CHAT", "Call", "Context", "Endpoint", "Result", "Retry", "ShortAnswer", "run"]
