@@ -44,7 +44,6 @@ from typing import Any
 
 from . import api, keys, pricing, process, tokens
 from . import config as cfg
-from . import scope as scopes
 from ._version import __version__
 from .errors import (
     APICallError,
@@ -57,6 +56,8 @@ from .log import info_enabled, logger
 from .policy import Action, CallOptions, Decision, Plan, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
 from .repository import Ledger
+from .scope import Budget, reserve, settle
+from .scope import current as current_scope_state
 
 log = logger
 Redactor = Callable[[dict[str, Any]], dict[str, Any]]
@@ -249,7 +250,7 @@ def _call_api(
     send = [call.items[i] for i in missing]
     rec.cache_status = "bypass" if not p.read else "miss"
     _note_hits(rec, hits)
-    budgets = scopes.current().budgets
+    budgets = current_scope_state().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
 
     t0 = _clock()
@@ -267,7 +268,7 @@ def _call_api(
 
     # Error: the attempts ran out (or the error is not worth retrying).
     if outcome.error is not None:
-        scopes.settle(budgets, reserved, Decimal(0))
+        settle(budgets, reserved, Decimal(0))
         return _fail(ctx, call, rec, outcome.error, outcome.attempts)
 
     # Miss: the API answered. From here on the answer is paid for: whatever goes wrong,
@@ -275,7 +276,7 @@ def _call_api(
     try:
         answered = _answered(ctx, call, rec, outcome.value, send, decisions, missing)
     except ShortAnswer as exc:  # paid, but unusable: kept on the error row, never cached
-        scopes.settle(budgets, reserved, rec.cost_usd)
+        settle(budgets, reserved, rec.cost_usd)
         err = APICallError(
             f"the API's answer is incomplete: {exc}; check the server (an OpenAI-compatible "
             "proxy or mock may drop items)",
@@ -283,7 +284,7 @@ def _call_api(
             error_type="ShortAnswer",
         )
         return _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
-    scopes.settle(budgets, reserved, rec.cost_usd)
+    settle(budgets, reserved, rec.cost_usd)
     winners = _write(ctx, rec)
     responses: list[Any] = [None] * len(call.items)
     for i, st in hits.items():
@@ -318,7 +319,7 @@ def _prepare(call: Call) -> tuple[Plan, int]:
     p = plan(call.options, temperature=temperature, n=n)
     if not (p.use_slots and call.endpoint.sampled and len(call.items) == 1):
         return p, 0
-    return p, process.state.slots.take(scopes.current().run, call.namespace, r.request_hash)
+    return p, process.state.slots.take(current_scope_state().run, call.namespace, r.request_hash)
 
 
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
@@ -390,7 +391,7 @@ def _reserve(
     ctx: Context,
     call: Call,
     rec: CallRecord,
-    budgets: tuple[scopes.Budget, ...],
+    budgets: tuple[Budget, ...],
     send: list[keys.CanonicalRequest],
 ) -> Decimal:
     """Hold the worst case against every budget; a refusal is written, then raised."""
@@ -404,7 +405,7 @@ def _reserve(
         )
     )
     try:
-        return scopes.reserve(budgets, r.model, estimate)
+        return reserve(budgets, r.model, estimate)
     except BudgetExceededError as exc:
         rec.status = "refused"
         rec.error_type, rec.error_message = "BudgetExceededError", str(exc)
@@ -525,7 +526,7 @@ def _answer(
 
 
 def _base_record(ctx: Context, call: Call, slot: int) -> CallRecord:
-    sc = scopes.current()
+    sc = current_scope_state()
     request = call.request
     body, text = request.body, request.canonical_json
     redact = ctx.redact()
