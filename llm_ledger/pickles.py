@@ -61,24 +61,75 @@ class UnsafePickleError(PickleImportError):
     """The pickle names code outside the allowed response classes; nothing in it was run."""
 
 
+MAX_PICKLE_BYTES = 1024**3
+"""The largest pickle file imported; with no constructor allowed to grow what it reads,
+the import then holds the file and the objects it spells out, nothing more."""
+MAX_DEPTH = 200
+"""The deepest nesting of containers a cache entry may have."""
+_SIZED = frozenset({"str", "bytes", "bytearray"})
+
+
+def _no_size_argument(cls: type) -> Any:
+    """``bytes(8_000_000_000)`` allocates from a few bytes of pickle: refuse int arguments."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, int) for a in args) or kwargs:
+            raise UnsafePickleError(
+                f"the pickle calls {cls.__name__}() with a size, which could exhaust memory; "
+                "the seed's cache never does, so it was refused"
+            )
+        return cls(*args)
+
+    build.__name__ = build.__qualname__ = cls.__name__
+    return build
+
+
+def _reconstructor(cls: type, base: type, state: Any) -> Any:
+    """copyreg._reconstructor for plain objects only (its base's __init__ could allocate)."""
+    if base is not object:
+        raise UnsafePickleError(
+            f"the pickle rebuilds {getattr(cls, '__name__', cls)} on {getattr(base, '__name__', base)}"
+            ", not object; the seed's cache never does, so it was refused"
+        )
+    return object.__new__(cls)
+
+
 class SafeUnpickler(pickle.Unpickler):
-    """Resolves only containers, scalars and OpenAI/pydantic response model classes."""
+    """Resolves only containers, scalars and OpenAI/pydantic response model classes.
+
+    A response class is looked up, never imported: only in modules the installed
+    openai has already loaded, and only when it is a pydantic model defined there, so
+    a pickle naming ``pydantic.mypy`` or any other module runs none of its code.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _SAFE_GLOBALS:
+            if name == "_reconstructor":
+                return _reconstructor
+            if name in _SIZED:
+                return _no_size_argument(super().find_class(module, name))
             return super().find_class(module, name)
         if module.startswith(_RESPONSE_MODULES) and name.isidentifier():
+            import sys
+
+            import openai.types  # noqa: F401  (loads the response modules, trusted)
             import pydantic
 
-            try:
-                found = super().find_class(module, name)
-            except (ImportError, AttributeError):
-                raise PickleImportError(
-                    f"the pickle refers to {module}.{name}, which the installed openai/pydantic "
-                    "does not have; import it with the openai version that wrote it"
-                ) from None
-            if isinstance(found, type) and issubclass(found, pydantic.BaseModel):
-                return found
+            loaded = sys.modules.get(module)
+            if loaded is not None:
+                found = vars(loaded).get(name)  # vars(): no module __getattr__ runs
+                if found is None and module.startswith("openai.types"):
+                    raise PickleImportError(
+                        f"the pickle refers to {module}.{name}, which the installed "
+                        "openai/pydantic does not have; import it with the openai version "
+                        "that wrote it"
+                    )
+                if (
+                    isinstance(found, type)
+                    and issubclass(found, pydantic.BaseModel)
+                    and (found is pydantic.BaseModel or found.__module__.startswith("openai."))
+                ):
+                    return found
         raise UnsafePickleError(
             f"the pickle refers to {module}.{name}, which is not an OpenAI response class or a "
             "plain container; loading it could run code, so it was refused and nothing in it "
@@ -86,8 +137,36 @@ class SafeUnpickler(pickle.Unpickler):
         )
 
 
+def _too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether containers nest deeper than ``limit`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if id(item) in seen:
+            continue
+        if isinstance(item, dict):
+            seen.add(id(item))
+            stack.extend((v, depth + 1) for pair in item.items() for v in pair)
+        elif isinstance(item, list | tuple | set | frozenset):
+            seen.add(id(item))
+            stack.extend((v, depth + 1) for v in item)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            seen.add(id(item))
+            stack.extend((v, depth + 1) for v in vars(item).values())
+    return False
+
+
 def load_cache(path: str | os.PathLike[str]) -> dict[Any, Any]:
-    """The seed's cache dict, unpickled with :class:`SafeUnpickler`."""
+    """The seed's cache dict, unpickled with :class:`SafeUnpickler` (limits: MAX_PICKLE_BYTES,
+    no size-argument constructors, MAX_DEPTH)."""
+    size = Path(path).stat().st_size
+    if size > MAX_PICKLE_BYTES:
+        raise PickleImportError(
+            f"{path} is {size:,} bytes, more than the {MAX_PICKLE_BYTES:,} a pickle import reads"
+        )
     data = Path(path).read_bytes()
     try:
         cache = SafeUnpickler(io.BytesIO(data)).load()
@@ -99,6 +178,10 @@ def load_cache(path: str | os.PathLike[str]) -> dict[Any, Any]:
         ) from None
     if not isinstance(cache, dict):
         raise PickleImportError(f"{path} holds a {type(cache).__name__}, not the seed's cache dict")
+    if _too_deep(cache):
+        raise PickleImportError(
+            f"{path} nests containers more than {MAX_DEPTH} deep; the seed's cache never does"
+        )
     return cache
 
 

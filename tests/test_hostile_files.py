@@ -109,3 +109,66 @@ def test_one_huge_gzip_line_is_refused_in_bounded_memory(tmp_path: Path) -> None
         "nothing was imported"
     )
     assert peak < MEMORY_BOUND_MB, peak
+
+
+# --- pickles -----------------------------------------------------------------------------
+
+BYTEARRAY_BOMB = b"c__builtin__\nbytearray\n(I8000000000\ntR."
+RECONSTRUCTOR_BOMB = (
+    b"ccopy_reg\n_reconstructor\n(c__builtin__\nbytearray\nc__builtin__\nbytearray\n"
+    b"I8000000000\ntR."
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (BYTEARRAY_BOMB, "calls bytearray() with a size, which could exhaust memory"),
+        (b"c__builtin__\nbytes\n(I8000000000\ntR.", "calls bytes() with a size"),
+        (RECONSTRUCTOR_BOMB, "rebuilds bytearray on bytearray, not object"),
+    ],
+)
+def test_size_argument_pickles_are_refused_in_bounded_memory(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bomb.pickle"
+    path.write_bytes(content)
+    assert len(content) < 120
+    peak, printed = peak_rss_mb(
+        f"""
+        from llm_ledger import pickles
+        try:
+            pickles.load_cache({str(path)!r})
+        except pickles.UnsafePickleError as exc:
+            print(exc)
+        """
+    )
+    assert message in printed, printed
+    assert peak < MEMORY_BOUND_MB, peak
+
+
+def test_a_pickle_naming_a_pydantic_module_does_not_import_it(tmp_path: Path) -> None:
+    path = tmp_path / "mypy.pickle"
+    path.write_bytes(b"cpydantic.mypy\nPydanticPlugin\n.")
+    _, printed = peak_rss_mb(
+        f"""
+        import sys
+        from llm_ledger import pickles
+        try:
+            pickles.load_cache({str(path)!r})
+        except pickles.UnsafePickleError as exc:
+            print("refused:", "pydantic.mypy.PydanticPlugin" in str(exc))
+        print("imported:", "pydantic.mypy" in sys.modules)
+        """
+    )
+    assert printed == "refused: True\nimported: False"
+
+
+def test_deeply_nested_pickle_is_refused(tmp_path: Path) -> None:
+    from llm_ledger import pickles
+
+    # {"k": [[[...]]]} 1,000 lists deep, spelt in opcodes (pickle.dumps would recurse).
+    path = tmp_path / "deep.pickle"
+    path.write_bytes(b"}Vk\n" + b"]" * 1000 + b"a" * 999 + b"s.")
+    with pytest.raises(pickles.PickleImportError, match="nests containers more than 200 deep"):
+        pickles.load_cache(path)
