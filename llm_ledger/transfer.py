@@ -14,7 +14,6 @@ import contextlib
 import functools
 import gzip
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -205,46 +204,61 @@ def decode(raw: bytes) -> tuple[str, dict[str, Any]]:
 # --- reading a bundle file ----------------------------------------------------
 
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
+MAX_LINE_BYTES = 256 * 1024 * 1024
 """The longest bundle line (one record) read; a longer one is refused before it is held."""
 MAX_BUNDLE_BYTES = 16 * 1024**3
 """The most (decompressed) bytes a bundle may hold; more is refused (a gzip bomb)."""
+_CHUNK = 1024 * 1024
 
 
 def _lines(path: Path) -> Iterator[bytes]:
     """The file's lines (gzip or plain, told by its first bytes), with read errors as BundleError.
 
-    Lines are read at most MAX_LINE_BYTES at a time and the total is capped at
-    MAX_BUNDLE_BYTES, so a hostile file cannot make the reader hold more than one line.
+    Read in 1 MiB chunks: a line is refused once it passes MAX_LINE_BYTES (so the reader
+    never holds more than that plus a chunk) and the total is capped at MAX_BUNDLE_BYTES.
     """
     with open(path, "rb") as raw:
         zipped = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if zipped else raw
-        total = 0
+        total, lineno, buf = 0, 1, bytearray()
         try:
-            for lineno in itertools.count(1):
-                line = fh.readline(MAX_LINE_BYTES + 1)
-                if not line:
-                    return
-                if len(line) > MAX_LINE_BYTES:
-                    raise BundleError(
-                        f"{path}, line {lineno}: longer than {MAX_LINE_BYTES:,} bytes, the "
-                        "longest record a bundle may hold; nothing was imported"
-                    )
-                total += len(line)
+            while chunk := fh.read(_CHUNK):
+                total += len(chunk)
                 if total > MAX_BUNDLE_BYTES:
                     raise BundleError(
                         f"{path}: more than {MAX_BUNDLE_BYTES:,} bytes once decompressed, the "
                         "most a bundle may hold; nothing was imported"
                     )
-                yield line
+                start = 0
+                while (end := chunk.find(b"\n", start)) >= 0:
+                    if buf:
+                        buf += chunk[start : end + 1]
+                        _check_length(path, lineno, buf)
+                        yield bytes(buf)
+                        buf.clear()
+                    else:  # the common case: the whole line is in this chunk
+                        yield chunk[start : end + 1]
+                    lineno += 1
+                    start = end + 1
+                buf += chunk[start:]
+                _check_length(path, lineno, buf)
+            if buf:
+                yield bytes(buf)
         except EOFError:
             raise BundleError(
                 f"{path}: the gzip data ends early: the bundle is truncated"
             ) from None
         except (OSError, zlib.error) as exc:
             raise BundleError(f"{path}: the gzip data is corrupt ({exc})") from None
+
+
+def _check_length(path: Path, lineno: int, buf: bytearray) -> None:
+    if len(buf) > MAX_LINE_BYTES:
+        raise BundleError(
+            f"{path}, line {lineno}: longer than {MAX_LINE_BYTES:,} bytes, the longest record "
+            "a bundle may hold; nothing was imported"
+        )
 
 
 def _header(path: Path, line: bytes | None) -> dict[str, Any]:

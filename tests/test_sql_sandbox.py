@@ -226,3 +226,30 @@ def test_sqlite_schema_table_stays_unwritable(known: str) -> None:  # noqa: F811
     result = invoke("--db", known, "sql", "UPDATE sqlite_master SET sql = ''")
     refused(result)
     assert result.stderr.endswith("(table sqlite_master may not be modified)\n")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "PRAGMA writable_schema = ON",
+        "PRAGMA journal_mode = DELETE",
+        "VACUUM INTO '{dir}/copy.db'",
+        "ATTACH '{dir}/x.db' AS x",
+        "SELECT load_extension('{dir}/evil')",
+        "DELETE FROM call_tags RETURNING *",
+        "WITH gone AS (SELECT 1) DELETE FROM call_tags",
+    ],
+)
+def test_sqlite_holds_against_the_reviewed_attacks(
+    known: str,  # noqa: F811
+    drop_dir: Path,
+    attack: str,
+) -> None:
+    before = counts(known)
+    result = invoke("--db", known, "sql", attack.format(dir=drop_dir))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert list(drop_dir.iterdir()) == []
+    assert counts(known) == before
