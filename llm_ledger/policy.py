@@ -53,15 +53,24 @@ class Decision:
     cache_status: str  # what the audit row will say if the action completes
 
 
+# What the API samples at when a request names no temperature (OpenAI's documented default).
+API_DEFAULT_TEMPERATURE = 1.0
+
+
 def uses_slots(sampling: str, temperature: float | None, n: int | None) -> bool:
+    """``auto``: slots when the answer is sampled. ``temperature=None`` means the request sends
+    none, so the API samples at its default (1.0): that is sampling too, not determinism."""
     if sampling == "slots":
         return True
     if sampling == "first":
         return False
-    return (temperature or 0) > 0 or (n or 1) > 1
+    t = API_DEFAULT_TEMPERATURE if temperature is None else temperature
+    return t > 0 or (n or 1) > 1
 
 
-def plan(opts: CallOptions, *, temperature: float | None = None, n: int | None = None) -> Plan:
+def plan(opts: CallOptions, *, temperature: float | None = 0.0, n: int | None = None) -> Plan:
+    """``temperature``: the request's, None when it sends none; the default 0 is for requests
+    that do not sample (embeddings)."""
     use_slots = uses_slots(opts.sampling, temperature, n)
     if opts.mode == "replay":
         if opts.no_cache:

@@ -63,7 +63,8 @@ def test_replay_with_no_cache_is_a_config_error() -> None:
         ("auto", 0.0, None, False),
         ("auto", 0.7, 1, True),
         ("auto", 0, 3, True),
-        ("auto", None, None, False),
+        ("auto", None, None, True),  # none sent: the API samples at its default 1.0
+        ("auto", None, 1, True),
         ("first", 1.0, 4, False),
         ("slots", 0, 1, True),
     ],

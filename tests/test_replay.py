@@ -146,6 +146,14 @@ def test_slots_give_kth_request_the_kth_answer_and_append_new_ones(client, api) 
     assert api.chat_count == 4
 
 
+def test_an_omitted_temperature_samples_so_repeats_get_their_own_slots(client, api) -> None:
+    # temperature=None sends no temperature: the API samples at its default 1.0.
+    answers = [client.send_message(msgs(), temperature=None)["content"] for _ in range(3)]
+    assert answers == [f"answer {k} to: hello there" for k in (1, 2, 3)]
+    assert api.chat_count == 3
+    assert all("temperature" not in r.body for r in api.requests)
+
+
 def test_sampling_first_gives_every_identical_request_the_first_answer(api, db_path) -> None:
     c = llm_ledger.OpenAIClient(cache_file_name=str(db_path), sampling="first")
     answers = [c.send_message(msgs(), temperature=1.0)["content"] for _ in range(3)]
