@@ -52,6 +52,10 @@ TRANSPORT_PARAMS = frozenset(
 )
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _FLOAT_PARAMS = frozenset(k for k, v in CHAT_PARAMS.items() if v == (float,))
+# What every engine's columns hold (models.py): a longer model name or deeper JSON would be
+# refused by the database after the API was paid, so it is refused before sending.
+MAX_MODEL_CHARS = 200
+MAX_JSON_DEPTH = 31
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,94 @@ def _check_model(model: Any) -> str:
             "model name is empty; pass model='gpt-4o-mini' or set LLM_LEDGER_MODEL"
         )
     return model
+
+
+def check_storable(request: CanonicalRequest) -> None:
+    """What the ledger's columns cannot hold is refused before sending (the clients call it
+    after building the request; the hash itself does not need it)."""
+    check_label("model name", request.model, MAX_MODEL_CHARS)
+
+
+def check_label(what: str, value: str, max_chars: int) -> None:
+    """Refuse a name the ledger's columns cannot hold on every engine, before anything is sent.
+
+    A NUL character is refused by PostgreSQL's text columns, a lone surrogate cannot be
+    encoded as UTF-8, and MariaDB refuses a value longer than its column (error 1406): any
+    of them would fail the write *after* the API was paid.
+    """
+    if "\x00" in value:
+        raise InvalidInputError(
+            f"{what} {value[:60]!r} holds a NUL character (\\x00), which the ledger cannot "
+            "store (PostgreSQL refuses it); remove it"
+        )
+    if len(value) > max_chars:
+        raise InvalidInputError(
+            f"{what} is {len(value)} characters long; the ledger stores at most {max_chars} "
+            f"(it starts {value[:60]!r})"
+        )
+    _check_utf8(what, value)
+
+
+def _check_utf8(what: str, text: str, body: Any = None) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (e.g. from bytes decoded with ``surrogateescape``)
+    cannot be encoded, sent or stored, so it is refused, naming where it is."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        where, value = _find_unencodable(body) if body is not None else (what, text)
+        at = next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), 0)
+        raise InvalidInputError(
+            f"{where} holds a lone surrogate character "
+            f"({', '.join(f'U+{ord(c):04X}' for c in bad)}) after {value[max(0, at - 30) : at]!r}, "
+            "which is not valid Unicode text and cannot be sent or stored; fix the text's "
+            "source (e.g. decode bytes with errors='replace')"
+        ) from None
+
+
+def _find_unencodable(body: dict[str, Any]) -> tuple[str, str]:
+    """The path (``messages[0]['content']``) and value of the first string UTF-8 refuses."""
+    stack: list[tuple[str, Any]] = [(k, v) for k, v in reversed(body.items())]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return path, node
+        elif isinstance(node, dict):
+            for k, v in reversed(node.items()):
+                if isinstance(k, str) and _has_surrogate(k):
+                    return f"a key of {path}", k
+                stack.append((f"{path}[{k!r}]", v))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+    return "the request", ""
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_depth(obj: Any, what: str) -> None:
+    """Refuse JSON nested deeper than every engine stores (MariaDB's JSON_VALID allows 31
+    levels), without recursing (5,000 levels would otherwise end in a RecursionError)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidInputError(
+                f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (lists and objects "
+                "inside each other); the ledger cannot store it (MariaDB's limit); flatten it"
+            )
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
 
 
 def _check_messages(messages: Any) -> list[dict[str, Any]]:
@@ -179,9 +271,11 @@ def _params(raw: dict[str, Any], allowed: dict[str, tuple[type, ...]]) -> dict[s
 
 def _build(kind: str, model: str, payload: dict[str, Any]) -> CanonicalRequest:
     body = {"kind": kind, "model": model, **payload}
+    _check_depth(body, "the request")
     text = canonical_json(body)
+    data = _check_utf8("the request", text, body)
     # The body is stored with the same serialisation, so it is exactly what was hashed.
-    return CanonicalRequest(kind, model, body, text, hash_json(text))
+    return CanonicalRequest(kind, model, body, text, hashlib.sha256(data).hexdigest())
 
 
 def chat_request(messages: Any, model: Any, params: dict[str, Any]) -> CanonicalRequest:

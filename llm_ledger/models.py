@@ -35,7 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -49,7 +49,9 @@ NAMING = {
 Id = BigInteger().with_variant(Integer(), "sqlite")
 # Microsecond timestamps on MySQL/MariaDB too; all timestamps are naive UTC.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+# json, not jsonb, on PostgreSQL (migration 0006): the text as written, key order and
+# \u0000 kept, as SQLite and MariaDB keep it.
+JSONType = JSON()
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # Cache keys compare byte for byte on every engine: MariaDB's default collation would make
 # namespaces "A" and "a" one key (utf8mb4_bin still ignores trailing spaces there).

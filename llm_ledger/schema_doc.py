@@ -351,7 +351,7 @@ def generate() -> str:
         "- **Tokens**: counts of model tokens as the API reported them (or estimated "
         "locally with tiktoken, when `tokens_estimated` is true).",
         "- **Durations**: milliseconds (ms).",
-        "- **JSON**: `JSONB` on PostgreSQL, `JSON` (text) on SQLite and MariaDB; cast to text "
+        "- **JSON**: `JSON` (the text as written, not `JSONB`) on every engine; cast to text "
         "to search it with LIKE.",
         "- **Ids**: `BIGINT` (`INTEGER` on SQLite) surrogate keys.",
         "",

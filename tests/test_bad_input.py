@@ -40,7 +40,71 @@ def ledger_rows(db_path: Path) -> dict[str, int]:
     return out
 
 
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` levels deep, built without recursion."""
+    out: list[Any] = []
+    for _ in range(depth - 1):
+        out = [out]
+    return out
+
+
+def deep_content(depth: int) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "text", "text": "x", "data": nested(depth)}]}]
+
+
+DEEP = (
+    "the request is nested more than 31 levels deep (lists and objects inside each other); "
+    "the ledger cannot store it (MariaDB's limit); flatten it"
+)
+SURROGATE = (
+    "holds a lone surrogate character (U+D800) after 'hi ', which is not valid Unicode text "
+    "and cannot be sent or stored; fix the text's source (e.g. decode bytes with errors='replace')"
+)
+
 CASES: list[tuple[str, dict[str, Any], type[Exception], str | re.Pattern[str]]] = [
+    (
+        "surrogate in content",
+        {"current_messages": [{"role": "user", "content": "hi \ud800 there"}]},
+        InvalidInputError,
+        "messages[0]['content'] " + SURROGATE,
+    ),
+    (
+        "surrogate in a content part",
+        {
+            "current_messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi \ud800"}]}
+            ]
+        },
+        InvalidInputError,
+        "messages[0]['content'][0]['text'] " + SURROGATE,
+    ),
+    (
+        "surrogate in name",
+        {"current_messages": [{"role": "user", "content": "x", "name": "hi \ud800"}]},
+        InvalidInputError,
+        "messages[0]['name'] " + SURROGATE,
+    ),
+    (
+        "content nested 5,000 deep",
+        {"current_messages": deep_content(5000)},
+        InvalidInputError,
+        DEEP,
+    ),
+    ("content nested 40 deep", {"current_messages": deep_content(40)}, InvalidInputError, DEEP),
+    (
+        "model with NUL",
+        {"current_messages": HI, "model": "gpt-4o\x00mini"},
+        InvalidInputError,
+        "model name 'gpt-4o\\x00mini' holds a NUL character (\\x00), which the ledger cannot "
+        "store (PostgreSQL refuses it); remove it",
+    ),
+    (
+        "model longer than its column",
+        {"current_messages": HI, "model": "m" * 201},
+        InvalidInputError,
+        "model name is 201 characters long; the ledger stores at most 200 "
+        f"(it starts {'m' * 60!r})",
+    ),
     (
         "messages not a list",
         {"current_messages": "hello"},
@@ -271,6 +335,8 @@ def test_bad_input_after_good_calls_adds_nothing(client, api, db_path) -> None:
 
 
 EMBEDDING_CASES: list[tuple[str, Any, type[Exception], str]] = [
+    ("surrogate", "hi \ud800", InvalidInputError, "input " + SURROGATE),
+    ("surrogate in a list item", ["ok", "hi \ud800"], InvalidInputError, "input[1] " + SURROGATE),
     (
         "empty str",
         "",
