@@ -250,6 +250,9 @@ def _call_api(
     send = [call.items[i] for i in missing]
     rec.cache_status = "bypass" if not p.read else "miss"
     _note_hits(rec, hits)
+    if ctx.records():
+        # Earlier paid answers held in memory only (a full disk): refuse before paying again.
+        ctx.ledger().check_writable()
     budgets = current_scope_state().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
 

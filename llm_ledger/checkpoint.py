@@ -13,11 +13,14 @@ Nothing is less durable: committed transactions are in the WAL, which SQLite rep
 open after a crash. Connections of the ledger's engine (reports, imports, migrations) keep
 SQLite's automatic checkpoint. If the thread stops (it should not), the next write starts
 a new one; a forked child starts its own.
+
+When a process is done with the ledger (``Ledger.close()``, ``close_all()``, and at
+interpreter exit) a ``TRUNCATE`` checkpoint leaves every committed row in the ``.db`` file
+itself and an empty ``-wal``, so a copy of the file alone is complete (docs/reliability.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from .log import logger
 log = logger
 
 DEFAULT_INTERVAL_S = 0.05
+TRUNCATE_WAIT_S = 1.0  # at close: how long a TRUNCATE checkpoint waits for other connections
 
 
 class Checkpointer(Debounced):
@@ -72,13 +76,36 @@ class Checkpointer(Debounced):
         except sqlite3.Error as exc:  # busy, or the file went away: try again after the next write
             log.debug("ledger.checkpoint_skipped", db=str(self.path), error=str(exc))
 
+    def truncate(self) -> bool:
+        """Copy the whole WAL into the database file and cut the WAL to 0 bytes.
+
+        After it the ``.db`` file alone holds every committed row (``cp``, ``datasette -i``
+        and ``?immutable=1`` see them all), and a full disk gets the WAL's space back. It
+        waits at most ``TRUNCATE_WAIT_S`` for other connections' readers and writers; True
+        when the WAL was emptied.
+        """
+        try:
+            # mode=rw: never create the file again if it was deleted meanwhile.
+            conn = sqlite3.connect(
+                self.path.absolute().as_uri() + "?mode=rw",
+                uri=True,
+                timeout=TRUNCATE_WAIT_S,
+                isolation_level=None,
+            )
+        except sqlite3.Error:
+            return False
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.checkpoints += 1
+            return busy == 0
+        except sqlite3.Error as exc:
+            log.debug("ledger.checkpoint_skipped", db=str(self.path), error=str(exc))
+            return False
+        finally:
+            conn.close()
+
     def close(self) -> None:
-        """Stop the thread, then checkpoint what the last writes left in the WAL."""
+        """Stop the thread, then checkpoint (TRUNCATE) what the last writes left in the WAL."""
         if not self.stop():
             return
-        with contextlib.suppress(sqlite3.Error):
-            conn = sqlite3.connect(self.path, isolation_level=None)
-            try:
-                self._checkpoint(conn)
-            finally:
-                conn.close()
+        self.truncate()

@@ -231,6 +231,7 @@ class OpenAIClient:
             **extra_params,
         }
         request = keys.chat_request(current_messages, model, params)
+        keys.check_storable(request)
         call_timeout = positive("timeout", s.timeout if timeout is None else timeout)
         retry = calls.Retry.resolve(s, max_attempts, waiting_time, exponential_backoff_factor)
         call = calls.Call(
@@ -273,6 +274,7 @@ class OpenAIClient:
         model = s.embedding_model if model is None else model
         params = {"dimensions": dimensions}
         request = keys.embedding_request(text, model, params)
+        keys.check_storable(request)
         params = {k: v for k, v in params.items() if v is not None}
         call_timeout = positive("timeout", s.timeout if timeout is None else timeout)
         call = calls.Call(

@@ -54,6 +54,11 @@ class LedgerOpenError(LedgerError):
     """The ledger database cannot be opened or is not a ledger."""
 
 
+class LedgerUnwritableError(LedgerError):
+    """Neither the ledger nor its spool could take a paid answer: until one of them can,
+    no further API call is made (the answers already paid for are held in memory)."""
+
+
 class SchemaVersionError(LedgerOpenError):
     """The ledger's schema revision differs from the one this code expects."""
 

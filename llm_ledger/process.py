@@ -27,6 +27,9 @@ class State:
         self.ledgers_lock = threading.Lock()
         self.recover_lock = threading.Lock()  # one spool recovery at a time
         self.spool_lock = threading.Lock()  # one append at a time
+        # Claimed spool files this process holds flock'ed (spool.claim), and their descriptors.
+        self.spool_claims: dict[Any, int] = {}
+        self.live_ledgers: weakref.WeakSet[Any] = weakref.WeakSet()  # closed at exit
         self.hot_connections: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's SQLite
         self.inherited: list[Any] = []  # a forked child's copies of the parent's connections
         self.hit_writers: weakref.WeakSet[Any] = weakref.WeakSet()  # flushed at exit
@@ -37,6 +40,7 @@ class State:
         self.ledgers_lock = threading.Lock()
         self.recover_lock = threading.Lock()
         self.spool_lock = threading.Lock()
+        self.spool_claims = {}  # the parent's recoveries, not the child's (the locks are shared)
         self.slots.after_fork()
         self.flights = SingleFlight()  # the parent's waiters do not exist here
         # Closing them here would be closing the parent's SQLite handles: keep them, unused.

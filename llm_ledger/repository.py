@@ -8,6 +8,7 @@ the audit row and its tags land together or not at all.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import operator
@@ -31,9 +32,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from . import checkpoint, db, hitlog, spool
+from .errors import LedgerUnwritableError
 from .keys import canonical_json, hash_json
 from .log import logger
 from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
@@ -123,6 +125,10 @@ class Ledger:
         self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
         self._hits: hitlog.HitWriter | None = None  # hit_audit="background"
         self._hits_lock = threading.Lock()
+        # Records neither the database nor the spool could take (a full disk): kept here,
+        # retried before the next API call, by recover() and at exit (docs/reliability.md).
+        self._held: list[CallRecord] = []
+        self._held_lock = threading.Lock()
         self._sql = _Statements(
             self.engine.dialect,
             {
@@ -139,16 +145,20 @@ class Ledger:
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
         # Spooled calls are written back as soon as the database takes writes again.
         self.recovered_at_open: dict[str, int] | None = None
-        if self.spool_path.exists() or spool.orphaned_claims(self.spool_path):
+        _process.live_ledgers.add(self)
+        if spool.leftovers(self.spool_path):
             self.recovered_at_open = self.recover()
 
     def __repr__(self) -> str:
         return f"Ledger({db.describe(self.url)!r})"
 
     def close(self) -> None:
+        """Write what is queued or held, close this process's connections and (SQLite)
+        checkpoint with TRUNCATE, so the ``.db`` file alone holds every row."""
         if self.pid == os.getpid():
             if self._hits is not None:
                 self._hits.close()
+            self._drain_held()
             for hot in list(self._hots):
                 hot.close()
             if self.checkpointer is not None:
@@ -266,9 +276,12 @@ class Ledger:
         except Exception as exc:  # noqa: BLE001 -- see the docstring
             try:
                 spool.append(self.spool_path, rec)
-            except Exception as spool_exc:  # noqa: BLE001 -- disk full, or not JSON at all
-                # Nowhere durable to put it: the caller still gets its answer, and the log
-                # carries the whole record so it can be replayed by hand.
+            except OSError as spool_exc:  # a full disk: hold it, stop paying for more
+                self._hold(rec, exc, spool_exc)
+                return {}
+            except Exception as spool_exc:  # noqa: BLE001 -- not JSON at all
+                # Nowhere durable to put it, ever: the caller still gets its answer, and the
+                # log carries the whole record so it can be replayed by hand.
                 log.critical(
                     "ledger.spool_failed",
                     db=db.describe(self.url),
@@ -287,6 +300,82 @@ class Ledger:
                 spool=str(self.spool_path),
             )
             return {}
+
+    # --- when neither the database nor the spool can be written ---------------------------
+
+    def _hold(self, rec: CallRecord, exc: BaseException, spool_exc: BaseException) -> None:
+        """Keep a record nothing durable took, in memory; the log event carries it whole (a
+        JSON log line of it is a spool line ``recover`` reads, see docs/reliability.md)."""
+        with self._held_lock:
+            keep = bool(rec.answers) or len(self._held) < HELD_HITS_MAX
+            if keep:
+                self._held.append(rec)
+            held = len(self._held)
+        log.critical(
+            "ledger.spool_failed",
+            db=db.describe(self.url),
+            call_uuid=rec.call_uuid,
+            error=str(getattr(exc, "orig", exc))[:300],
+            spool_error=str(spool_exc)[:300],
+            held_in_memory=held if keep else None,
+            record=rec.to_json(),
+        )
+
+    @property
+    def held(self) -> int:
+        """How many records only this process's memory holds (see :meth:`check_writable`)."""
+        return len(self._held)
+
+    def _drain_held(self) -> int:
+        """Write held records to the database, else to the spool; returns how many are left."""
+        if not self._held:
+            return 0
+        if self.checkpointer is not None:
+            self.checkpointer.truncate()  # a full disk: the WAL's space goes back to the file
+        with self._held_lock:
+            recs, self._held = self._held, []
+        left: list[CallRecord] = []
+        db_ok = spool_ok = True
+        for rec in recs:
+            if db_ok:
+                try:
+                    self.record(rec)
+                    continue
+                except Exception:  # noqa: BLE001 -- whatever it is, the spool is next
+                    db_ok = False
+            if spool_ok:
+                try:
+                    spool.append(self.spool_path, rec)
+                    continue
+                except OSError:
+                    spool_ok = False
+            left.append(rec)
+        with self._held_lock:
+            self._held[:0] = left
+            n = len(self._held)
+        if len(recs) > len(left):
+            log.warning(
+                "ledger.held_written", db=db.describe(self.url), written=len(recs) - len(left)
+            )
+        return n
+
+    def check_writable(self) -> None:
+        """Called before an API call: refuse it while paid answers are held in memory only.
+
+        Held answers are retried first, so the call goes ahead as soon as the database or the
+        spool takes writes again. A call refused here was not sent and costs nothing.
+        """
+        if not self._held:
+            return
+        left = self._drain_held()
+        if left:
+            raise LedgerUnwritableError(
+                f"neither the ledger {db.describe(self.url)} nor its spool {self.spool_path} "
+                f"can be written (is the disk full?); {left} paid answers are held in this "
+                "process's memory only, so no further API call is made until one of them "
+                "takes writes again: free space or fix the database, then call again (the held "
+                "answers are written first)"
+            )
 
     def _record(self, cur: Any, rec: CallRecord, *, recovering: bool = False) -> dict[int, Stored]:
         """All of one call's writes, on one DBAPI cursor inside one transaction.
@@ -454,51 +543,103 @@ class Ledger:
 
         The spool is first moved aside (``spool.claim``), so a record another thread spools
         meanwhile lands in a new file and is never deleted unread. Records the database still
-        refuses go back to the spool (``pending``); unreadable lines are kept beside it in
-        ``<spool>.unreadable``. Claimed files left by a process that died mid-recovery are
-        picked up too: recovery is idempotent by ``call_uuid``.
+        refuses for now go back to the spool (``pending``); a record it refuses for good (a
+        value its column cannot hold) goes to the dead-letter file ``<spool>.dead.jsonl``
+        with the reason and recovery goes on (then ``dead_lettered`` is in the counts).
+        Unreadable lines are kept beside it in ``<spool>.unreadable``. Claimed files left by a
+        recovery that was killed are finished too: recovery is idempotent by ``call_uuid``.
         """
         counts = {"written": 0, "already_present": 0, "unreadable": 0, "pending": 0}
+        dead = 0
         with _process.recover_lock:
+            self._drain_held()
             claimed = spool.orphaned_claims(self.spool_path)
             mine = spool.claim(self.spool_path)
             if mine is not None:
                 claimed.append(mine)
-            for path in claimed:
-                records, bad = spool.read(path)
-                counts["unreadable"] += bad
-                pending: list[CallRecord] = []
-                for rec in records:
-                    if pending:  # the database is failing: keep the rest for next time
-                        pending.append(rec)
-                        continue
-                    try:
-                        with self._transaction() as cur:
-                            if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
-                                counts["already_present"] += 1
-                                continue
-                            self._record(cur, rec, recovering=True)
-                            counts["written"] += 1
-                    except self.errors as exc:
-                        log.error(
-                            "ledger.recover_failed",
-                            db=db.describe(self.url),
-                            error=str(getattr(exc, "orig", exc))[:300],
-                            spool=str(self.spool_path),
-                        )
-                        pending.append(rec)
-                for rec in pending:
-                    spool.append(self.spool_path, rec)
-                counts["pending"] += len(pending)
-                spool.retire(
-                    path,
-                    keep_as=self.spool_path.with_name(self.spool_path.name + ".unreadable")
-                    if bad
-                    else None,
-                )
-            if counts["written"] or counts["already_present"] or counts["unreadable"]:
+            buried = (
+                {d.call_uuid for d in spool.dead_letters(self.spool_path)} if claimed else set()
+            )
+            try:
+                for path in claimed:
+                    records, bad = spool.read(path)
+                    counts["unreadable"] += bad
+                    pending: list[CallRecord] = []
+                    for rec in records:
+                        if pending:  # the database is failing: keep the rest for next time
+                            pending.append(rec)
+                        elif rec.call_uuid in buried:
+                            dead += 1  # a killed recovery buried it already
+                        else:
+                            outcome = self._recover_one(rec)
+                            if outcome == "dead":
+                                dead += 1
+                                buried.add(rec.call_uuid)
+                            elif outcome == "pending":
+                                pending.append(rec)
+                            else:
+                                counts[outcome] += 1
+                    for rec in pending:
+                        spool.append(self.spool_path, rec)
+                    counts["pending"] += len(pending)
+                    spool.retire(
+                        path,
+                        keep_as=self.spool_path.with_name(self.spool_path.name + ".unreadable")
+                        if bad
+                        else None,
+                    )
+            finally:  # a claim not finished (an error) stays a leftover for the next recovery
+                for path in claimed:
+                    spool.release(path)
+            if dead:
+                counts["dead_lettered"] = dead
+            if counts["written"] or counts["already_present"] or counts["unreadable"] or dead:
                 log.warning("ledger.recovered", db=db.describe(self.url), **counts)
         return counts
+
+    def _recover_one(self, rec: CallRecord) -> str:
+        """One spooled record: ``written``, ``already_present``, ``dead`` or ``pending``."""
+        try:
+            with self._transaction() as cur:
+                if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
+                    return "already_present"
+                self._record(cur, rec, recovering=True)
+                return "written"
+        except Exception as exc:  # noqa: BLE001 -- classified below
+            if not self._refused_for_good(exc):
+                log.error(
+                    "ledger.recover_failed",
+                    db=db.describe(self.url),
+                    error=str(getattr(exc, "orig", exc))[:300],
+                    spool=str(self.spool_path),
+                )
+                return "pending"
+            try:
+                if self.has_call(rec.call_uuid):  # another recovery wrote it meanwhile
+                    return "already_present"
+            except self.errors:
+                return "pending"
+            spool.bury(self.spool_path, rec, exc)
+            log.error(
+                "ledger.dead_letter",
+                db=db.describe(self.url),
+                call_uuid=rec.call_uuid,
+                error=str(getattr(exc, "orig", exc))[:300],
+                dead_letters=str(spool.dead_letter_path(self.spool_path)),
+            )
+            return "dead"
+
+    def _refused_for_good(self, exc: BaseException) -> bool:
+        """Will the database refuse this record however often it is tried? Data it cannot
+        hold (NUL on PostgreSQL, a value too long on MariaDB), a constraint it breaks, or a
+        record that cannot be written at all (not JSON, a field missing); not a lost
+        connection, a lock or a full disk."""
+        if isinstance(exc, (DataError, IntegrityError)):
+            return True
+        dbapi = self.engine.dialect.loaded_dbapi
+        if isinstance(getattr(exc, "orig", exc), (dbapi.DataError, dbapi.IntegrityError)):
+            return True
+        return not isinstance(exc, self.errors)
 
 
 class _Statements:
@@ -671,6 +812,30 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
         if ledger is None or ledger.pid != os.getpid():
             ledger = _process.ledgers[key] = Ledger(location, spool_dir=spool_dir)
         return ledger
+
+
+HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Interpreter exit: every ledger of this process writes what it queued or holds and
+    checkpoints (TRUNCATE), so an SQLite ``.db`` file alone is complete after a normal exit.
+    Records still refused are in the log (``ledger.spool_failed`` events)."""
+    for ledger in list(_process.live_ledgers):
+        if ledger.pid != os.getpid():
+            continue
+        try:
+            ledger.close()
+        except Exception as exc:  # noqa: BLE001 -- never fail the host's exit
+            log.error("ledger.close_failed", db=db.describe(ledger.url), error=str(exc)[:300])
+        if ledger.held:
+            log.critical(
+                "ledger.held_lost_at_exit",
+                db=db.describe(ledger.url),
+                records=ledger.held,
+                note="each is in a ledger.spool_failed log event; see docs/reliability.md",
+            )
 
 
 def close_all() -> None:

@@ -10,6 +10,7 @@ import json
 import re
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -413,6 +414,10 @@ def call_document(row: dict[str, Any], request: Any, response: Any) -> dict[str,
 def recover(ctx: typer.Context) -> None:
     """Write the calls spooled while the database was unreachable into the ledger (once each).
 
+    It also finishes what a killed recovery left (``<spool>.recovering-*``), and lists the
+    dead letters: spooled calls the database refused for good, kept with the reason in
+    ``<spool>.dead.jsonl`` (see docs/reliability.md).
+
     \b
     Example: llm-ledger --db postgresql://app@db.internal/ledger recover
     """
@@ -420,8 +425,9 @@ def recover(ctx: typer.Context) -> None:
     where = _where(location)
     spool_dir = config.settings().spool_dir
     path = spool.default_spool_path(db.normalize_url(location), spool_dir)
-    if not path.exists():
+    if not spool.leftovers(path):
         typer.echo(f"nothing to recover: no spool file at {path}")
+        _list_dead_letters(path)
         return
     try:
         ledger = Ledger(location, spool_dir=spool_dir)
@@ -431,18 +437,31 @@ def recover(ctx: typer.Context) -> None:
         counts = ledger.recovered_at_open or ledger.recover()
     finally:
         ledger.close()
+    dead = counts.get("dead_lettered", 0)
     typer.echo(
         f"recovered {path} into {where}: {counts['written']} written, "
         f"{counts['already_present']} already present, {counts['unreadable']} unreadable, "
-        f"{counts['pending']} pending"
+        f"{counts['pending']} pending" + (f", {dead} dead-lettered" if dead else "")
     )
     if counts["unreadable"]:
         typer.echo(f"unreadable lines kept in {path.name}.unreadable")
+    _list_dead_letters(path)
     if counts["pending"]:
         fail(
             f"{counts['pending']} spooled calls are still in {path}: the database refused "
-            "them; run `llm-ledger recover` again once it accepts writes"
+            "them for now; run `llm-ledger recover` again once it accepts writes"
         )
+
+
+def _list_dead_letters(path: Path) -> None:
+    letters = spool.dead_letters(path)
+    if letters:
+        typer.echo(
+            f"{len(letters)} dead letters (calls the database refuses for good) in "
+            f"{spool.dead_letter_path(path)}:"
+        )
+        for letter in letters:
+            typer.echo(f"  {letter.summary()}")
 
 
 @app.command()
