@@ -137,3 +137,40 @@ def test_close_waits_for_another_threads_call_to_finish(client, api, db_path) ->
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT name, value FROM call_tags").fetchall() == [("k", "v")]
     conn.close()
+
+
+def _rows_in_the_file_alone(path: Path, copy: Path) -> int:
+    """call_log rows a reader of the ``.db`` file alone sees (``cp``, ``?immutable=1``)."""
+    copy.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM call_log").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_after_a_normal_exit_the_db_file_alone_holds_every_row(api, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "demo.db"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": api.url}
+    done = subprocess.run(
+        [sys.executable, "-c", "from llm_ledger.cli import app; app()", "--db", str(db), "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _rows_in_the_file_alone(db, tmp_path / "copy.db") == 8
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+
+
+def test_close_truncates_the_wal_so_the_file_alone_is_complete(client, api, db_path) -> None:
+    for i in range(5):
+        client.send_message(msgs(f"q{i}"), temperature=0)
+    repository.close_all()
+    wal = Path(f"{db_path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert _rows_in_the_file_alone(db_path, db_path.with_name("copy.db")) == 5
