@@ -71,7 +71,7 @@ COLUMNS: dict[str, str] = {
     "LLM_LEDGER_NAMESPACE): separate caches in one ledger.",
     "cache_entries.request_hash": "The request (requests.request_hash).",
     "cache_entries.slot": "Sample slot (count from 0): the k-th identical sampled request "
-    "(temperature > 0 or n > 1) of a run gets slot k, so a re-run replays the same sequence. "
+    "(temperature > 0 or none sent, or n > 1) of a run gets slot k, so a re-run replays the same sequence. "
     "0 for deterministic requests.",
     "cache_entries.response_id": "The answer served now (responses.id); refresh repoints it.",
     "cache_entries.created_at": f"When the entry was created ({_UTC}).",
