@@ -124,7 +124,9 @@ def check_storable(request: CanonicalRequest) -> None:
     check_label("model name", request.model, MAX_MODEL_CHARS)
 
 
-def check_label(what: str, value: str, max_chars: int) -> None:
+def check_label(
+    what: str, value: str, max_chars: int, error: type[ValueError] = InvalidInputError
+) -> None:
     """Refuse a name the ledger's columns cannot hold on every engine, before anything is sent.
 
     A NUL character is refused by PostgreSQL's text columns, a lone surrogate cannot be
@@ -132,16 +134,19 @@ def check_label(what: str, value: str, max_chars: int) -> None:
     of them would fail the write *after* the API was paid.
     """
     if "\x00" in value:
-        raise InvalidInputError(
+        raise error(
             f"{what} {value[:60]!r} holds a NUL character (\\x00), which the ledger cannot "
             "store (PostgreSQL refuses it); remove it"
         )
     if len(value) > max_chars:
-        raise InvalidInputError(
+        raise error(
             f"{what} is {len(value)} characters long; the ledger stores at most {max_chars} "
             f"(it starts {value[:60]!r})"
         )
-    _check_utf8(what, value)
+    try:
+        _check_utf8(what, value)
+    except InvalidInputError as exc:
+        raise error(str(exc)) from None
 
 
 def _check_utf8(what: str, text: str, body: Any = None) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from .errors import BudgetExceededError, ConfigError
+from .keys import check_label
 
 
 class Budget:
@@ -90,6 +91,11 @@ def current() -> ScopeState:
     return _current.get()
 
 
+def _storable(what: str, value: object, max_chars: int) -> None:
+    if isinstance(value, str):
+        check_label(what, value, max_chars, ConfigError)
+
+
 @contextmanager
 def scope(
     run: str | None = None,
@@ -106,6 +112,14 @@ def scope(
         if not isinstance(key, str) or not key or len(key) > 100:
             raise ConfigError(f"tag names must be non-empty str of at most 100 chars, got {key!r}")
         new_tags[key] = str(value)[:255]
+        _storable(f"tag {key!r}", key, 100)
+        _storable(f"tag {key!r} value", new_tags[key], 255)
+    # What the audit row's columns hold on every engine: refused here, not after paying.
+    for what, label, size in (("run", run, 200), ("template", template, 400)):
+        if label is not None:
+            _storable(what, label, size)
+    if namespace is not None:
+        _storable("namespace", namespace, 191)
     budgets = outer.budgets
     if max_cost_usd is not None:
         try:

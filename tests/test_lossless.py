@@ -96,3 +96,27 @@ def test_the_stored_answer_is_the_ledgers_json_byte_for_byte(api, any_db: str) -
     ((stored, digest),) = rows(any_db, f"SELECT {cast}, response_hash FROM responses")
     assert keys.hash_json(stored) == digest
     assert stored == keys.canonical_json(json.loads(stored))
+
+
+@pytest.mark.parametrize(
+    ("scope_args", "message"),
+    [
+        ({"run": "r\x00"}, "run 'r\\x00' holds a NUL character"),
+        ({"run": "r" * 201}, "run is 201 characters long; the ledger stores at most 200"),
+        ({"template": "t" * 401}, "template is 401 characters long; the ledger stores at most 400"),
+        (
+            {"namespace": "n" * 192},
+            "namespace is 192 characters long; the ledger stores at most 191",
+        ),
+        ({"tags": {"k": "v\x00"}}, "tag 'k' value 'v\\x00' holds a NUL character"),
+        ({"tags": {"k": "\ud800"}}, "tag 'k' value holds a lone surrogate character (U+D800)"),
+    ],
+)
+def test_scope_labels_the_ledger_cannot_store_are_refused_before_any_call(
+    api, scope_args: dict, message: str
+) -> None:
+    with pytest.raises(llm_ledger.ConfigError) as info:
+        with llm_ledger.scope(**scope_args):
+            pass
+    assert str(info.value).startswith(message)
+    assert api.request_count == 0
