@@ -27,8 +27,11 @@ def peak_rss_mb(code: str) -> tuple[int, str]:
     """Run code in a fresh interpreter; (its peak resident memory in MB, its stdout)."""
     probe = textwrap.dedent(code) + textwrap.dedent(
         """
-        import resource
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        # VmHWM is this process's own peak: ru_maxrss would carry the forking
+        # parent's size across exec (a large pytest process fails a tiny import).
+        with open("/proc/self/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM:"))
+        print(int(hwm.split()[1]) // 1024)
         """
     )
     out = subprocess.run(
