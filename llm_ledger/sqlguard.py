@@ -16,17 +16,24 @@ docs/reliability.md, "Threat model"):
    and refuses repeated column names inside a derived table; ``INTO OUTFILE``, ``SET``
    and ``/*! ... */`` tricks fail that parse.
 3. In a READ ONLY transaction with a statement timeout, always rolled back.
+
+SQLite's guard is here too (a ``mode=ro`` file, ``query_only`` and an authorizer), and
+the statement splitter, which only words the CLI's messages: it can refuse, never allow.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import String, literal, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from .db import SQLITE_BUSY_TIMEOUT_MS
 from .errors import LedgerError
 from .models import VIEW_NAMES, Base
 
@@ -223,6 +230,131 @@ def _check_parses_as_a_query(conn: Connection, wrapper: str, alone: str) -> None
 
 def _code(exc: DBAPIError) -> Any:
     return (getattr(exc.orig, "args", None) or (None,))[0]
+
+
+# --- SQLite ---------------------------------------------------------------------
+
+# SQLite authorizer actions a query may take; PRAGMAs only to look, not to set.
+_SQLITE_ACTIONS = {
+    getattr(sqlite3, "SQLITE_" + name): name.replace("_", " ")
+    for name in (
+        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER "
+        "CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE "
+        "DROP_TEMP_INDEX DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER "
+        "DROP_VIEW INSERT PRAGMA READ SELECT TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE "
+        "REINDEX ANALYZE CREATE_VTABLE DROP_VTABLE FUNCTION SAVEPOINT RECURSIVE"
+    ).split()
+    if hasattr(sqlite3, "SQLITE_" + name)
+}
+_SQLITE_READS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_SQLITE_LOOKING_PRAGMAS = frozenset(
+    "table_info table_xinfo table_list index_list index_info index_xinfo foreign_key_list "
+    "foreign_key_check database_list collation_list function_list pragma_list module_list "
+    "compile_options integrity_check quick_check".split()
+)
+
+
+_SQLITE_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master"})
+
+
+class _ReadOnlySqlite(sqlite3.Connection):
+    """An SQLite connection that remembers what its authorizer refused (for the message)."""
+
+    refused: str | None = None
+
+    def authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+        if action in _SQLITE_READS or (
+            action == sqlite3.SQLITE_PRAGMA
+            and (arg2 is None or (arg1 or "").lower() in _SQLITE_LOOKING_PRAGMAS)
+        ):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_UPDATE and arg1 in _SQLITE_SCHEMA_TABLES:
+            # SQLite asks this while it opens a table-valued PRAGMA (pragma_user_version);
+            # a real UPDATE of the schema table is refused by SQLite itself (no
+            # writable_schema, which the authorizer never lets a query set).
+            return sqlite3.SQLITE_IGNORE
+        if self.refused is None:
+            what = _SQLITE_ACTIONS.get(action, f"action {action}")
+            if action == sqlite3.SQLITE_PRAGMA:
+                self.refused = f"PRAGMA {arg1} = {arg2}"
+            else:
+                self.refused = f"{what} {arg1}" if arg1 else what
+        return sqlite3.SQLITE_DENY
+
+
+def connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """SQLite's own guard: a read-only file, query_only, and the authorizer above."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(
+        uri,
+        uri=True,
+        factory=_ReadOnlySqlite,
+        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        check_same_thread=False,
+    )
+    conn.execute("PRAGMA query_only = ON")
+    conn.set_authorizer(conn.authorize)
+    return conn
+
+
+# --- the statement splitter (messages only) ----------------------------------------
+
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def statements(sql: str, dialect: str) -> list[str]:
+    """The SQL split at top-level semicolons, literals and comments blanked out, empties dropped.
+
+    Only for counting statements and finding keywords; the database does the parsing.
+    """
+    mysql = dialect in ("mysql", "mariadb")
+    parts: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch, two = sql[i], sql[i : i + 2]
+        if two == "--" or (mysql and ch == "#"):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            buf.append(" ")
+        elif two == "/*":
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            buf.append(" ")
+        elif ch in "'\"`":
+            backslash = ch != "`" and (
+                mysql or (dialect == "postgresql" and i > 0 and sql[i - 1] in "eE")
+            )
+            j = i + 1
+            while j < n:
+                if backslash and sql[j] == "\\":
+                    j += 2
+                elif sql[j] == ch and sql[j + 1 : j + 2] == ch:
+                    j += 2
+                elif sql[j] == ch:
+                    break
+                else:
+                    j += 1
+            i = j + 1
+            buf.append(" ? ")
+        elif ch == "$" and dialect == "postgresql" and (m := _DOLLAR_QUOTE.match(sql, i)):
+            end = sql.find(m.group(0), m.end())
+            i = n if end < 0 else end + len(m.group(0))
+            buf.append(" ? ")
+        elif ch == ";":
+            parts.append("".join(buf))
+            buf = []
+            i += 1
+        else:
+            buf.append(ch)
+            i += 1
+    parts.append("".join(buf))
+    return [p.strip() for p in parts if p.strip()]
 
 
 def ledger_relations(conn: Connection) -> list[str]:
