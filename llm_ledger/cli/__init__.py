@@ -139,6 +139,9 @@ class _LazyGroup(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _db_first(args))
+
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         # TyperGroup's own listing, over stand-ins for the commands not imported yet.
         commands = self.commands
@@ -148,6 +151,44 @@ class _LazyGroup(TyperGroup):
             super().format_commands(ctx, formatter)
         finally:
             self.commands = commands
+
+
+def _db_first(args: list[str]) -> list[str]:
+    """``--db X`` given after the command (``llm-ledger calls --db x.db``) moves before it,
+    where the group's option is parsed; given twice, the one after the command wins."""
+    command = None
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            return args
+        if token == "--db":
+            i += 2
+            continue
+        if not token.startswith("-"):
+            command = i
+            break
+        i += 1
+    if command is None:
+        return args
+    before, after, moved = args[:command], [], []
+    rest = args[command:]
+    j = 0
+    while j < len(rest):
+        token = rest[j]
+        if token == "--":
+            after.extend(rest[j:])
+            break
+        if token == "--db" and j + 1 < len(rest):
+            moved += rest[j : j + 2]
+            j += 2
+            continue
+        if token.startswith("--db="):
+            moved.append(token)
+        else:
+            after.append(token)
+        j += 1
+    return before + moved + after
 
 
 app = typer.Typer(
@@ -166,6 +207,14 @@ class CliState:
     db: str
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"llm-ledger {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -173,8 +222,16 @@ def _root(
         None,
         "--db",
         envvar="LLM_LEDGER_URL",
-        help="Ledger path or SQLAlchemy URL (default: $LLM_LEDGER_URL, else ./llm_ledger.db).",
+        help="Ledger path or SQLAlchemy URL (default: $LLM_LEDGER_URL, else ./llm_ledger.db). "
+        "Accepted after the command too.",
         show_default=False,
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print llm-ledger's version and exit.",
     ),
 ) -> None:
     ctx.obj = CliState(db=db or DEFAULT_DB_FILE)
