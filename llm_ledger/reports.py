@@ -17,10 +17,11 @@ Conventions shared by every report:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -162,8 +163,21 @@ def _order(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["cost_usd"], r[key] is None, r[key] or ""))
 
 
+@contextlib.contextmanager
+def _reading(source: Ledger | Connection) -> Iterator[Connection]:
+    """A connection to report from: the caller's (e.g. a read-only one: ``llm-ledger costs``
+    neither migrates nor replays a spool), or a new one of the ledger, after this process's
+    queued hit rows are written."""
+    if isinstance(source, Connection):
+        yield source
+        return
+    source.flush()  # hit rows still queued by this process (hitlog.py)
+    with source.engine.connect() as conn:
+        yield conn
+
+
 def costs(
-    ledger: Ledger,
+    ledger: Ledger | Connection,
     by: str = "model",
     since: str | date | datetime | None = None,
     until: str | date | datetime | None = None,
@@ -185,8 +199,7 @@ def costs(
     lo, hi = time_range(since, until)
     where = _where(lo, hi, run, model)
     found: list[tuple[str | None, Any]]
-    ledger.flush()  # hit rows still queued by this process (hitlog.py)
-    with ledger.engine.connect() as conn:
+    with _reading(ledger) as conn:
         if by == "day":
             found = _by_day(conn, where)
         elif by == "tag":
@@ -234,7 +247,7 @@ def _by_day(conn: Connection, where: list[ColumnElement[bool]]) -> list[tuple[st
 
 
 def stats(
-    ledger: Ledger,
+    ledger: Ledger | Connection,
     since: str | date | datetime | None = None,
     until: str | date | datetime | None = None,
 ) -> list[dict[str, Any]]:
@@ -251,8 +264,7 @@ def stats(
     where = _where(lo, hi)
     stmt = select(_LOG.c.model, *_usage_columns()).where(*where).group_by(_LOG.c.model)
     rows = []
-    ledger.flush()  # hit rows still queued by this process (hitlog.py)
-    with ledger.engine.connect() as conn:
+    with _reading(ledger) as conn:
         for row in conn.execute(stmt).all():
             usage = _usage(row)
             p50, p95 = _latency_percentiles(conn, row.model, where, (0.50, 0.95))

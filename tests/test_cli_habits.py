@@ -70,3 +70,27 @@ def test_only_db_moves_and_nothing_after_a_double_dash() -> None:
         "--db",
         "x",
     ]
+
+
+@pytest.mark.parametrize("command", [("costs",), ("costs", "--by", "day"), ("stats",)])
+def test_reports_never_write_nor_replay_the_spool(
+    client, api, db_path: Path, command: tuple[str, ...]
+) -> None:
+    """Item 9: costs and stats read through a read-only connection, like calls and sql."""
+    client.send_message(msgs("one"), temperature=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(llm_ledger.repository.Ledger, "record", _down)
+        client.send_message(msgs("spooled"), temperature=0)
+    llm_ledger.repository.close_all()
+    spool = db_path.with_name(db_path.name + ".spool.jsonl")
+    before = (db_path.read_bytes(), spool.read_bytes())
+    result = invoke("--db", str(db_path), *command, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split(",")[1] == "1"  # one call: the spooled one is not in
+    assert (db_path.read_bytes(), spool.read_bytes()) == before
+    wal = Path(f"{db_path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # a reader's WAL index, no data
+
+
+def _down(self, rec):  # noqa: ANN001
+    raise OSError("database down")

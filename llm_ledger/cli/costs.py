@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db, reports
@@ -66,6 +67,21 @@ def _ledger(location: str) -> Iterator[Ledger]:
         ledger.close()
 
 
+@contextmanager
+def _reading(location: str) -> Iterator[Connection]:
+    """A read-only connection, as ``calls`` and ``sql`` use: a report never migrates the
+    ledger or replays its spool (``Ledger(...)`` would, on SQLite)."""
+    from .sql import read_only
+
+    with read_only(location) as conn:
+        try:
+            yield conn
+        except (LedgerError, ValueError) as exc:
+            fail(str(exc))
+        except SQLAlchemyError as exc:
+            fail(f"{db.describe(db.normalize_url(location))}: {getattr(exc, 'orig', None) or exc}")
+
+
 @app.command()
 def costs(
     ctx: typer.Context,
@@ -85,9 +101,9 @@ def costs(
 
     Example: llm-ledger costs --by day --since 2026-05-01 --until 2026-05-31 --format csv
     """
-    with _ledger(ctx.obj.db) as ledger:
+    with _reading(ctx.obj.db) as conn:
         rows = reports.costs(
-            ledger, by.value, since=since, until=until, run=run, model=model, with_unpriced=True
+            conn, by.value, since=since, until=until, run=run, model=model, with_unpriced=True
         )
     for row in rows:
         row[by.value] = row.pop("group")
@@ -116,8 +132,8 @@ def stats(
 
     Example: llm-ledger stats --since 2026-05-01 --format json
     """
-    with _ledger(ctx.obj.db) as ledger:
-        rows = reports.stats(ledger, since=since, until=until)
+    with _reading(ctx.obj.db) as conn:
+        rows = reports.stats(conn, since=since, until=until)
     emit(rows, STATS_COLUMNS, fmt, title="Calls by model", width=wide())
 
 
