@@ -311,22 +311,38 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool | None = None) -> str:
 
 
 def _open_error(where: str, exc: DatabaseError) -> LedgerOpenError:
-    orig = getattr(exc, "orig", exc)
-    if "file is not a database" in str(orig):
+    return open_error(where, exc)
+
+
+def open_error(where: str, exc: BaseException | str) -> LedgerOpenError:
+    """The one wording of "cannot open this ledger", for the library and every command.
+
+    ``exc``: the database's error (SQLAlchemy's or the driver's), or its message.
+    """
+    orig = exc if isinstance(exc, str) else getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
+        orig = str(args[1])
+    text_ = " ".join(str(orig).split())  # one line (libpq adds a hint on a second)
+    if "file is not a database" in text_:
         return LedgerOpenError(
-            f"{where} is not an SQLite database ({orig}); point cache_file_name / LLM_LEDGER_URL "
+            f"{where} is not an SQLite database ({text_}); point cache_file_name / LLM_LEDGER_URL "
             "at a ledger file or a new path"
         )
-    if "malformed" in str(orig):
+    if "malformed" in text_:
         return LedgerOpenError(
-            f"{where} is damaged ({orig}); restore it from a backup, salvage it with "
+            f"{where} is damaged ({text_}); restore it from a backup, salvage it with "
             "`sqlite3 <file> .recover`, or point cache_file_name / LLM_LEDGER_URL at a new path"
         )
-    if "unable to open database file" in str(orig):
+    if "unable to open database file" in text_:
         return LedgerOpenError(
-            f"cannot open the ledger at {where} ({orig}); the path must name a file (not a "
+            f"cannot open the ledger at {where} ({text_}); the path must name a file (not a "
             "directory) this user can read and write, in a directory it can write"
         )
-    if isinstance(exc, OperationalError):
-        return LedgerOpenError(f"cannot open the ledger at {where}: {orig}")
-    return LedgerOpenError(f"{where}: {orig}")
+    if (
+        isinstance(exc, str)
+        or isinstance(exc, OperationalError)
+        or not isinstance(exc, DatabaseError)
+    ):
+        return LedgerOpenError(f"cannot open the ledger at {where}: {text_}")
+    return LedgerOpenError(f"{where}: {text_}")

@@ -472,6 +472,11 @@ def export_bundle(
     path = Path(path)
     if not path.parent.is_dir():
         raise TransferError(f"cannot write {path}: the directory {path.parent} does not exist")
+    if path.is_dir():  # checked before any work: the rename at the end would fail on it
+        raise TransferError(
+            f"cannot write {path}: it is a directory; name a bundle file, e.g. "
+            f"{path / 'ledger.jsonl.gz'}"
+        )
     sel = bulk.Selection(since, until, model, run, cache_only)
     counts = dict.fromkeys(RECORD_TYPES.values(), 0)
     hasher = hashlib.sha256()

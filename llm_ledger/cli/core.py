@@ -245,6 +245,9 @@ CALL_COLUMNS = (
 )
 
 
+MAX_ID = 2**63 - 1  # the largest BIGINT: ids and LIMITs beyond it fit no engine
+
+
 @app.command()
 def calls(
     ctx: typer.Context,
@@ -292,13 +295,15 @@ def calls(
                 func.lower(cast(_RESP.c.response, Text)).contains(needle, autoescape=True),
             )
         )
+    if limit > MAX_ID:
+        fail(f"--limit {limit}: at most {MAX_ID} (or 0: every call)")
     if limit:
         stmt = stmt.limit(limit)
     with read_only(ctx.obj.db) as conn:
         rows = [dict(row._mapping) for row in conn.execute(stmt)]
     for row in rows:
         row["prompt"] = prompt_of(row.pop("request"))
-    emit(rows, CALL_COLUMNS, fmt, width=wide())
+    emit(rows, CALL_COLUMNS, fmt, width=wide(), empty="no calls match these filters")
 
 
 def _time_bound(value: str | None, option: str, *, end: bool = False) -> datetime | None:
@@ -355,6 +360,8 @@ def show(
     \b
     Example: llm-ledger show 42 --format json
     """
+    if call.isdigit() and int(call) > MAX_ID:  # no id is that large (and no engine takes it)
+        fail(f"no call {call} in {_where(ctx.obj.db)}; `llm-ledger calls` lists them")
     where = _LOG.c.id == int(call) if call.isdigit() else _LOG.c.call_uuid == call
     with read_only(ctx.obj.db) as conn:
         row = conn.execute(select(_LOG).where(where)).mappings().first()

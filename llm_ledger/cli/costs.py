@@ -21,6 +21,9 @@ from ..repository import Ledger
 from . import app
 from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, wide
 
+# The group of calls without a run / template, named (a blank cell read as missing data).
+NO_GROUP = {"run": "(no run)", "template": "(no template)", "model": "(none)", "day": "(none)"}
+NOTHING = "no calls match: the ledger holds none in this range (or with these filters)"
 USAGE_COLUMNS = ("calls", "hits", "prompt_tokens", "completion_tokens", "cost_usd", "saved_usd")
 STATS_COLUMNS = (
     "model",
@@ -107,7 +110,16 @@ def costs(
         )
     for row in rows:
         row[by.value] = row.pop("group")
-    emit(rows, (by.value, *USAGE_COLUMNS), fmt, title=f"Cost by {by.value}", width=wide())
+        if row[by.value] is None and fmt is not Format.json:
+            row[by.value] = NO_GROUP.get(by.value, "(none)")  # calls outside any scope(run=)
+    emit(
+        rows,
+        (by.value, *USAGE_COLUMNS),
+        fmt,
+        title=f"Cost by {by.value}",
+        width=wide(),
+        empty=NOTHING,
+    )
     unpriced = [f"{r[by.value] or '(none)'}: {r['unpriced']}" for r in rows if r["unpriced"]]
     if unpriced:
         more = f" and {len(unpriced) - 5} more" if len(unpriced) > 5 else ""
@@ -134,7 +146,7 @@ def stats(
     """
     with _reading(ctx.obj.db) as conn:
         rows = reports.stats(conn, since=since, until=until)
-    emit(rows, STATS_COLUMNS, fmt, title="Calls by model", width=wide())
+    emit(rows, STATS_COLUMNS, fmt, title="Calls by model", width=wide(), empty=NOTHING)
 
 
 @app.command()

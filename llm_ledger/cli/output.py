@@ -87,10 +87,13 @@ def emit(
     title: str | None = None,
     *,
     width: int | None = None,
+    empty: str | None = None,
 ) -> None:
     """Print rows (dicts) with the given columns, in order.
 
     ``width`` sets the table's console width (default: the terminal's, at least 100).
+    ``empty``: what a table says instead when there are no rows (CSV keeps its header
+    line and JSON is ``[]``, for programs).
     """
     if fmt is Format.json:
         out = [{c: _plain(r.get(c)) for c in columns} for r in rows]
@@ -102,6 +105,8 @@ def emit(
         for r in rows:
             writer.writerow([_cell(r.get(c)) for c in columns])
         typer.echo(buf.getvalue(), nl=False)
+    elif not rows and empty is not None:
+        typer.echo(empty)
     else:
         table = Table(title=title, show_lines=False)
         for c in columns:

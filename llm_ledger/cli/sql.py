@@ -41,6 +41,8 @@ def _read_only_engine(location: str) -> Engine:
                 f"no ledger at {path}: one is created by the first call, or by "
                 f"`llm-ledger --db {shlex.quote(str(path))} migrate`"
             )
+        if path.is_dir():  # read-only SQLite says only "disk I/O error" about a directory
+            fail(str(db.open_error(db.describe(url), "unable to open database file")))
         return create_engine(
             "sqlite://",
             creator=partial(sqlguard.connect_sqlite_read_only, path),
@@ -63,7 +65,7 @@ def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection
         conn = engine.connect()
     except DBAPIError as exc:
         engine.dispose()
-        fail(f"cannot open the ledger at {where}: {db_message(exc)}")
+        fail(str(db.open_error(where, exc)))
     try:
         try:
             if conn.dialect.name == "postgresql":
@@ -73,10 +75,14 @@ def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection
                 conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
                 conn.commit()
                 conn.exec_driver_sql("START TRANSACTION READ ONLY")
+            # Read something even when no ledger is needed: a file that is not a
+            # database, or a server that refuses this user, is told here in one line.
             if need_ledger:
                 _check_ledger(conn, where)
+            else:
+                db.current_revision(conn)
         except DBAPIError as exc:
-            fail(f"cannot read the ledger at {where}: {db_message(exc)}")
+            fail(str(db.open_error(where, exc)))
         yield conn
     finally:
         with contextlib.suppress(SQLAlchemyError):

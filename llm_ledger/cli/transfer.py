@@ -57,13 +57,23 @@ def _when(value: str | None, option: str, *, end: bool = False) -> datetime | No
 
 
 def _tallies(result: dict[str, Any], fmt: Format, verb: str) -> None:
-    """Per kind of record: added / already present / refused, then the summary line."""
-    kinds = ("requests", "responses", "cache_entries", "calls", "call_tags")
+    """Per kind of record: added / already present / refused, their total, then the summary.
+
+    A call's tags travel inside its record: they are not records of their own, so the table
+    (which adds up to its total) leaves them out, and a line says what became of them.
+    """
+    kinds = ("requests", "responses", "cache_entries", "calls")
     rows = [{"records": k, **result[k]} for k in kinds]
     rows.append({"records": "total", **{c: result[c] for c in TALLY_COLUMNS[1:]}})
     emit(rows, TALLY_COLUMNS, fmt)
     if fmt is not Format.table:
         return
+    tags = result.get("call_tags")
+    if tags and any(tags.values()):
+        typer.echo(
+            f"call tags (inside the calls above): {tags['added']} added, "
+            f"{tags['already_present']} already present, {tags['refused']} refused"
+        )
     for reason, n in result["refused_reasons"].items():
         typer.echo(f"refused {n}: {reason}")
     if result["added"] == 0 and result["refused"] == 0 and result["already_present"]:
@@ -153,9 +163,11 @@ def copy_cmd(
     _tallies(result, fmt, "copied")
     if fmt is Format.table:
         rate = result["rows_written"] / result["seconds"] if result["seconds"] else 0.0
+        tags = result.get("call_tags", {}).get("added", 0)
         typer.echo(
             f"{result['rows_written']} rows written to {describe(normalize_url(to))} "
-            f"in {result['seconds']:.1f} s ({rate:,.0f} rows/s)"
+            f"in {result['seconds']:.1f} s ({rate:,.0f} rows/s): {result['added']} records"
+            f" + {tags} call tags"
         )
 
 
