@@ -168,7 +168,8 @@ def usage_of(response: dict[str, Any]) -> Usage | None:
     prompt = u.get("prompt_tokens")
     completion = u.get("completion_tokens")
     total = u.get("total_tokens")
-    if total is None and prompt is not None:
+    if prompt is not None and (total is None or total < prompt + (completion or 0)):
+        # Absent, or less than its parts (a mock's 0): the sum, as every real API reports it.
         total = prompt + (completion or 0)
     return Usage(
         prompt_tokens=prompt,

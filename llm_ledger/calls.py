@@ -26,6 +26,10 @@ OpenAI-SDK drop-in and TinyTroupe's clients do the same):
    return the SDK type it received). ``None`` when the call gave up and
    ``call.raise_errors`` is false.
 
+Why one module of ~600 lines: the point is that the pipeline reads top to bottom in one
+place, :func:`run` and then the steps it calls in the order it calls them; the descriptions
+(Context, Call, Endpoint, Result) are the vocabulary of that reading.
+
 Everything here is synchronous. An async entry would keep :func:`_prepare`,
 :func:`_serve`, :func:`_answered` and the other steps (pure or ledger-only) and
 swap the attempt loop and the single-flight wait for awaitable ones.
@@ -57,12 +61,11 @@ from .policy import Action, CallOptions, Decision, Plan, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
 from .repository import Ledger
 from .scope import Budget, reserve, settle
-from .scope import current as current_scope_state
+from .scope import current as current_scope
 
 log = logger
 Redactor = Callable[[dict[str, Any]], dict[str, Any]]
 Transport = Callable[[list[keys.CanonicalRequest]], Any]
-_clock = time.perf_counter  # a module global so tests can drive time
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ class Result:
 def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
     """One call, start to finish. Raises CacheMissError (replay) and BudgetExceededError
     always; an API failure raises its typed error or returns None (``call.raise_errors``)."""
-    t0 = _clock()
+    t0 = time.perf_counter()
     p, slot = _prepare(call)
     stored = _lookup(ctx, call, slot) if p.read else {}
     now, max_age = _now(), call.options.max_age
@@ -253,10 +256,10 @@ def _call_api(
     if ctx.records():
         # Earlier paid answers held in memory only (a full disk): refuse before paying again.
         ctx.ledger().check_writable()
-    budgets = current_scope_state().budgets
+    budgets = current_scope().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
 
-    t0 = _clock()
+    t0 = time.perf_counter()
     outcome = api.attempt(
         lambda: transport(send),
         max_attempts=call.retry.max_attempts,
@@ -322,7 +325,7 @@ def _prepare(call: Call) -> tuple[Plan, int]:
     p = plan(call.options, temperature=temperature, n=n)
     if not (p.use_slots and call.endpoint.sampled and len(call.items) == 1):
         return p, 0
-    return p, process.state.slots.take(current_scope_state().run, call.namespace, r.request_hash)
+    return p, process.state.slots.take(current_scope().run, call.namespace, r.request_hash)
 
 
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
@@ -529,7 +532,7 @@ def _answer(
 
 
 def _base_record(ctx: Context, call: Call, slot: int) -> CallRecord:
-    sc = current_scope_state()
+    sc = current_scope()
     request = call.request
     body, text = request.body, request.canonical_json
     redact = ctx.redact()
@@ -599,7 +602,7 @@ def _sum(values: list[int | None]) -> int | None:
 
 
 def _ms(t0: float) -> float:
-    return round((_clock() - t0) * 1000, 3)
+    return round((time.perf_counter() - t0) * 1000, 3)
 
 
 def _now() -> datetime:

@@ -10,6 +10,9 @@ Speed: genai-prices' own calculation costs ~100 µs a call. For models whose cur
 plain per-token rates we replay the same Decimal arithmetic ourselves (see "Fast path" below),
 which gives the identical ``Decimal`` in a few microseconds; everything else (e.g. tiered
 prices) still goes through genai-prices.
+
+Why one module of ~650 lines: the fast path replays genai-prices' arithmetic and is checked
+against it per model; it belongs beside the rule (``price_call``) whose results it must equal.
 """
 
 from __future__ import annotations
@@ -248,7 +251,7 @@ def price_answer(
         usage.cached_tokens,
         usage.reasoning_tokens,
         conf.key,
-        int(_now() // 86_400),
+        int(time.time() // 86_400),
     )
     cost = _answer_memo.get(key)
     if cost is None:
@@ -269,7 +272,6 @@ def price_answer(
 # genai-prices' lookup costs more than the ledger write: repeated shapes are priced once.
 _ANSWER_MEMO_MAX = 10_000
 _answer_memo: dict[tuple[Any, ...], Cost] = {}
-_now = time.time  # the memo's day; a module global so tests can move the clock
 _env_configs: dict[tuple[str | None, str | None], PricingConfig] = {}
 
 

@@ -99,8 +99,9 @@ COLUMNS: dict[str, str] = {
     "miss) or `refused` (a budget would have been exceeded; the API was not called).",
     "call_log.attempts": "HTTP requests made to the API for this call (count), retries "
     "included; 0 for hits and refusals.",
-    "call_log.latency_ms": "Wall-clock duration of the call in milliseconds (ms), retries "
-    "and back-off waits included.",
+    "call_log.latency_ms": "Time the API took (ms): the attempts, retries and back-off waits "
+    "included, none of the ledger's own work (token counting, pricing, the write); for a hit, "
+    "the ledger's time to serve it.",
     "call_log.prompt_tokens": f"Input tokens (tokens). {_HIT_TOKENS}",
     "call_log.completion_tokens": f"Output tokens (tokens). {_HIT_TOKENS}",
     "call_log.cached_tokens": "Input tokens read from OpenAI's prompt cache (tokens).",
