@@ -26,13 +26,15 @@ OpenAI-SDK drop-in and TinyTroupe's clients do the same):
    return the SDK type it received). ``None`` when the call gave up and
    ``call.raise_errors`` is false.
 
-Why one module of ~600 lines: the point is that the pipeline reads top to bottom in one
+Why one module of ~650 lines: the point is that the pipeline reads top to bottom in one
 place, :func:`run` and then the steps it calls in the order it calls them; the descriptions
 (Context, Call, Endpoint, Result) are the vocabulary of that reading.
 
-Everything here is synchronous. An async entry would keep :func:`_prepare`,
-:func:`_serve`, :func:`_answered` and the other steps (pure or ledger-only) and
-swap the attempt loop and the single-flight wait for awaitable ones.
+Everything here is synchronous. :func:`run` is a short driver over public steps
+(:func:`look`, :func:`serve`, :func:`replay_miss`, :func:`before_attempts`,
+:func:`after_attempts`); an async driver calls the same steps and awaits only the
+attempts (an async transport under the same retry policy: ``Retry`` and
+``api.is_retryable`` / ``api.retry_after``) and the single-flight wait.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from .errors import (
     InvalidInputTypeError,
 )
 from .log import info_enabled, logger
-from .policy import Action, CallOptions, Decision, Plan, StoreMode, decide, plan
+from .policy import Action, CallOptions, Decision, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
 from .repository import Ledger
 from .scope import Budget, reserve, settle
@@ -204,7 +206,78 @@ def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
     """One call, start to finish. Raises CacheMissError (replay) and BudgetExceededError
     always; an API failure raises its typed error or returns None (``call.raise_errors``)."""
     t0 = time.perf_counter()
-    p, slot = _prepare(call)
+    seen = look(ctx, call)
+
+    # Hit: every item is in the ledger.
+    if not seen.missing:
+        return serve(ctx, call, seen.rec, seen.hits, t0)
+    # Replay miss: the API must not be called.
+    if seen.offline:
+        replay_miss(ctx, call, seen, t0)
+    # Single-flight: identical concurrent misses wait for the first one's answer.
+    if len(call.items) == 1 and seen.decisions[0].store is StoreMode.INSERT:
+        key = (call.namespace, call.request.request_hash, seen.rec.slot or 0)
+        with process.state.flights.lead(key) as leader:
+            if not leader:
+                again = _lookup(ctx, call, seen.rec.slot or 0)
+                if again:
+                    return serve(ctx, call, seen.rec, again, t0)
+            return _call_api(ctx, call, transport, seen)
+    return _call_api(ctx, call, transport, seen)
+
+
+def _call_api(ctx: Context, call: Call, transport: Transport, seen: Seen) -> Result | None:
+    """The API branch: budget (refusal), attempts (error), answer (miss)."""
+    pending = before_attempts(ctx, call, seen)  # refusal: written, then raised
+    t0 = time.perf_counter()
+    outcome = api.attempt(
+        lambda: transport(pending.send),
+        max_attempts=call.retry.max_attempts,
+        waiting_time=call.retry.waiting_time,
+        backoff_factor=call.retry.factor,
+        sleep=ctx.sleep,
+        context={"request_hash": call.request.request_hash, "model": call.request.model},
+    )
+    return after_attempts(ctx, call, pending, outcome, _ms(t0))
+
+
+# --- the steps, in the order run() takes them ---------------------------------------
+# An async driver reuses every one of them and awaits only the attempts (and the
+# single-flight wait): look -> serve | replay_miss | before_attempts -> attempts ->
+# after_attempts.
+
+
+@dataclass
+class Seen:
+    """What the ledger holds for a call, and what policy decided for each item."""
+
+    rec: CallRecord  # the audit row, filled in by the branch taken
+    decisions: list[Decision]
+    hits: dict[int, Stored]  # served from the ledger, by item index
+    missing: list[int]  # item indexes the API must answer
+    read: bool  # the ledger was consulted (else the row says "bypass")
+    offline: bool  # replay mode with something missing: MISS_ERROR
+
+
+@dataclass
+class Pending:
+    """A call between its budget reservation and its answer."""
+
+    seen: Seen
+    send: list[keys.CanonicalRequest]  # the items the transport is asked for
+    budgets: tuple[Budget, ...]
+    reserved: Decimal
+
+
+def look(ctx: Context, call: Call) -> Seen:
+    """Plan, sample slot, lookup, and the policy's decision for each item."""
+    r = call.request
+    temperature, n = call.endpoint.sampling(r)
+    p = plan(call.options, temperature=temperature, n=n)
+    slot = 0
+    if p.use_slots and call.endpoint.sampled and len(call.items) == 1:
+        # The k-th identical request in the run gets slot k.
+        slot = process.state.slots.take(current_scope().run, call.namespace, r.request_hash)
     stored = _lookup(ctx, call, slot) if p.read else {}
     now, max_age = _now(), call.options.max_age
     decisions: list[Decision] = []
@@ -218,71 +291,45 @@ def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
             hits[i] = st  # type: ignore[assignment]  # SERVE means there is one
         else:
             missing.append(i)
-    rec = _base_record(ctx, call, slot)
-
-    # Hit: every item is in the ledger.
-    if not missing:
-        return _serve(ctx, call, rec, stored, t0)
-    # Replay miss: the API must not be called.
-    if any(decisions[i].action is Action.MISS_ERROR for i in missing):
-        _replay_miss(ctx, call, rec, hits, missing[0], t0)
-    # Single-flight: identical concurrent misses wait for the first one's answer.
-    if len(call.items) == 1 and decisions[0].store is StoreMode.INSERT:
-        key = (call.namespace, call.request.request_hash, slot)
-        with process.state.flights.lead(key) as leader:
-            if not leader:
-                again = _lookup(ctx, call, slot)
-                if again:
-                    return _serve(ctx, call, rec, again, t0)
-            return _call_api(ctx, call, transport, rec, p, decisions, hits, missing)
-    return _call_api(ctx, call, transport, rec, p, decisions, hits, missing)
+    offline = any(decisions[i].action is Action.MISS_ERROR for i in missing)
+    return Seen(_base_record(ctx, call, slot), decisions, hits, missing, p.read, offline)
 
 
-def _call_api(
-    ctx: Context,
-    call: Call,
-    transport: Transport,
-    rec: CallRecord,
-    p: Plan,
-    decisions: list[Decision],
-    hits: dict[int, Stored],
-    missing: list[int],
-) -> Result | None:
-    """The API branch: budget (refusal), attempts (error), answer (miss)."""
-    r = call.request
-    send = [call.items[i] for i in missing]
-    rec.cache_status = "bypass" if not p.read else "miss"
-    _note_hits(rec, hits)
+def before_attempts(ctx: Context, call: Call, seen: Seen) -> Pending:
+    """Refusal or go: hold the worst case against every budget (a refusal is written, then
+    BudgetExceededError raised)."""
+    rec = seen.rec
+    send = [call.items[i] for i in seen.missing]
+    rec.cache_status = "miss" if seen.read else "bypass"
+    _note_hits(rec, seen.hits)
     if ctx.records():
         # Earlier paid answers held in memory only (a full disk): refuse before paying again.
         ctx.ledger().check_writable()
     budgets = current_scope().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
+    return Pending(seen, send, budgets, reserved)
 
-    t0 = time.perf_counter()
-    outcome = api.attempt(
-        lambda: transport(send),
-        max_attempts=call.retry.max_attempts,
-        waiting_time=call.retry.waiting_time,
-        backoff_factor=call.retry.factor,
-        sleep=ctx.sleep,
-        context={"request_hash": r.request_hash, "model": r.model},
-    )
-    rec.latency_ms = _ms(t0)  # the API's time only: attempts and the waits between them
+
+def after_attempts(
+    ctx: Context, call: Call, pending: Pending, outcome: api.Outcome, latency_ms: float
+) -> Result | None:
+    """Error or miss, once the attempts are over. ``latency_ms``: the attempts' time only."""
+    r, seen, rec = call.request, pending.seen, pending.seen.rec
+    rec.latency_ms = latency_ms
     rec.attempts = outcome.attempts
     rec.endpoint_host = ctx.endpoint_host()
 
     # Error: the attempts ran out (or the error is not worth retrying).
     if outcome.error is not None:
-        settle(budgets, reserved, Decimal(0))
+        settle(pending.budgets, pending.reserved, Decimal(0))
         return _fail(ctx, call, rec, outcome.error, outcome.attempts)
 
     # Miss: the API answered. From here on the answer is paid for: whatever goes wrong,
     # it is recorded or spooled (record_or_spool), never dropped.
     try:
-        answered = _answered(ctx, call, rec, outcome.value, send, decisions, missing)
+        answered = _answered(ctx, call, rec, outcome.value, pending.send, seen)
     except ShortAnswer as exc:  # paid, but unusable: kept on the error row, never cached
-        settle(budgets, reserved, rec.cost_usd)
+        settle(pending.budgets, pending.reserved, rec.cost_usd)
         err = APICallError(
             f"the API's answer is incomplete: {exc}; check the server (an OpenAI-compatible "
             "proxy or mock may drop items)",
@@ -290,12 +337,12 @@ def _call_api(
             error_type="ShortAnswer",
         )
         return _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
-    settle(budgets, reserved, rec.cost_usd)
+    settle(pending.budgets, pending.reserved, rec.cost_usd)
     winners = _write(ctx, rec)
     responses: list[Any] = [None] * len(call.items)
-    for i, st in hits.items():
+    for i, st in seen.hits.items():
         responses[i] = st.response
-    for j, i in enumerate(missing):
+    for j, i in enumerate(seen.missing):
         # Another process stored this item first: everyone gets that answer.
         responses[i] = winners[j].response if j in winners else answered[j]
     if info_enabled():
@@ -303,7 +350,7 @@ def _call_api(
             "llm.call",
             slot=rec.slot,
             items=len(call.items),
-            items_hit=len(hits),
+            items_hit=len(seen.hits),
             attempts=outcome.attempts,
             latency_ms=rec.latency_ms,
             prompt_tokens=rec.usage.prompt_tokens,
@@ -313,19 +360,6 @@ def _call_api(
             model=r.model,
         )
     return Result(responses, rec.cache_status, rec)
-
-
-# --- steps ---------------------------------------------------------------------------
-
-
-def _prepare(call: Call) -> tuple[Plan, int]:
-    """The policy plan and this call's sample slot (k-th identical request in the run -> k)."""
-    r = call.request
-    temperature, n = call.endpoint.sampling(r)
-    p = plan(call.options, temperature=temperature, n=n)
-    if not (p.use_slots and call.endpoint.sampled and len(call.items) == 1):
-        return p, 0
-    return p, process.state.slots.take(current_scope().run, call.namespace, r.request_hash)
 
 
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
@@ -349,7 +383,7 @@ def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
     }
 
 
-def _serve(
+def serve(
     ctx: Context, call: Call, rec: CallRecord, stored: dict[int, Stored], t0: float
 ) -> Result:
     """Hit: every item from the ledger; the row says what it saved."""
@@ -373,12 +407,11 @@ def _serve(
     return Result([st.response for st in stored.values()], "hit", rec)
 
 
-def _replay_miss(
-    ctx: Context, call: Call, rec: CallRecord, hits: dict[int, Stored], first: int, t0: float
-) -> None:
+def replay_miss(ctx: Context, call: Call, seen: Seen, t0: float) -> None:
     """Replay mode and nothing stored: an error row, then CacheMissError."""
-    _note_hits(rec, hits)
-    item = call.items[first]
+    rec = seen.rec
+    _note_hits(rec, seen.hits)
+    item = call.items[seen.missing[0]]
     err = CacheMissError(item.request_hash, call.request.model, item.last_message_text())
     rec.cache_status, rec.status = "miss", "error"
     rec.error_type, rec.error_message = "CacheMissError", str(err)
@@ -427,8 +460,7 @@ def _answered(
     rec: CallRecord,
     value: Any,
     send: list[keys.CanonicalRequest],
-    decisions: list[Decision],
-    missing: list[int],
+    seen: Seen,
 ) -> list[Any]:
     """Price the answer and put it on the record, one Answer per item sent.
 
@@ -463,7 +495,7 @@ def _answered(
             body = item.body
         if body is item.body and redact is not None:
             body = redact(copy.deepcopy(body))
-        store = decisions[missing[j]].store
+        store = seen.decisions[seen.missing[j]].store
         answer = _answer(call, item.request_hash, body, item_response, item_usage, item_cost, store)
         answer.slot = rec.slot or 0
         rec.answers.append(answer)
@@ -618,4 +650,20 @@ def positive(name: str, value: Any) -> float:
     return value
 
 
-__all__ = ["CHAT", "Call", "Context", "Endpoint", "Result", "Retry", "ShortAnswer", "run"]
+__all__ = [
+    "CHAT",
+    "Call",
+    "Context",
+    "Endpoint",
+    "Pending",
+    "Result",
+    "Retry",
+    "Seen",
+    "ShortAnswer",
+    "after_attempts",
+    "before_attempts",
+    "look",
+    "replay_miss",
+    "run",
+    "serve",
+]
