@@ -14,8 +14,8 @@ OpenAI-SDK drop-in and TinyTroupe's clients do the same):
    construction are callables, read at each call.
 2. For each call build a :class:`Call`: the endpoint (:data:`CHAT`,
    ``embeddings.EMBEDDING``, or your own :class:`Endpoint`), the canonical
-   request (``keys.chat_request`` ...; its hash is the cache key), the items
-   cached on their own (default: the request itself), the policy options
+   request (``keys.chat_request`` ...; its hash is the audit row's), the items
+   cached on their own (chat: ``(request,)``), the policy options
    (:class:`~llm_ledger.policy.CallOptions`), namespace, :class:`Retry`.
 3. ``run(ctx, call, transport)``. ``transport(items)`` performs ONE attempt for
    the items the ledger could not serve and returns the raw answer (an SDK object
@@ -40,6 +40,7 @@ attempts (an async transport under the same retry policy: ``Retry`` and
 from __future__ import annotations
 
 import copy
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -87,7 +88,7 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retry:
     """The retry policy of one call: attempts, first wait, backoff factor."""
 
@@ -104,14 +105,22 @@ class Retry:
         factor: float | None = None,
     ) -> Retry:
         """Per-call values over the settings, checked before anything is sent."""
-        return cls(
-            int(positive("max_attempts", s.max_attempts if max_attempts is None else max_attempts)),
-            positive("waiting_time", s.waiting_time if waiting_time is None else waiting_time),
-            positive(
-                "exponential_backoff_factor",
-                s.exponential_backoff_factor if factor is None else factor,
-            ),
+        return _retry(
+            s.max_attempts if max_attempts is None else max_attempts,
+            s.waiting_time if waiting_time is None else waiting_time,
+            s.exponential_backoff_factor if factor is None else factor,
         )
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _retry(max_attempts: Any, waiting_time: Any, factor: Any) -> Retry:
+    """Checked once per distinct (typed) triple: every call asks, few triples exist. An invalid
+    one raises, and exceptions are never cached."""
+    return Retry(
+        int(positive("max_attempts", max_attempts)),
+        positive("waiting_time", waiting_time),
+        positive("exponential_backoff_factor", factor),
+    )
 
 
 class ShortAnswer(Exception):
@@ -176,7 +185,7 @@ class Endpoint:
 CHAT = Endpoint()
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One call as the pipeline sees it."""
 
@@ -186,14 +195,10 @@ class Call:
     namespace: str
     raise_errors: bool
     retry: Retry
-    items: Sequence[keys.CanonicalRequest] = ()  # cached one by one; default (request,)
-
-    def __post_init__(self) -> None:
-        if not self.items:
-            self.items = (self.request,)
+    items: Sequence[keys.CanonicalRequest]  # cached one by one; chat: (request,)
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """Per item, in order: the stored answer (dict) or the fresh one; and how it was served."""
 
@@ -247,7 +252,7 @@ def _call_api(ctx: Context, call: Call, transport: Transport, seen: Seen) -> Res
 # after_attempts.
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     """What the ledger holds for a call, and what policy decided for each item."""
 
@@ -259,7 +264,7 @@ class Seen:
     offline: bool  # replay mode with something missing: MISS_ERROR
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A call between its budget reservation and its answer."""
 
@@ -280,26 +285,32 @@ def look(ctx: Context, call: Call) -> Seen:
         slot = process.state.slots.take(current_scope().run, call.namespace, r.request_hash)
     stored = _lookup(ctx, call, slot) if p.read else {}
     now, max_age = _now(), call.options.max_age
-    decisions: list[Decision] = []
-    missing: list[int] = []
-    hits: dict[int, Stored] = {}
-    for i in range(len(call.items)):
-        st = stored.get(i)
+    if len(call.items) == 1:  # chat, one embedding: the hot path, without the loop
+        st = stored.get(0)
         d = decide(p, None if st is None else st.stored_at, now, max_age)
-        decisions.append(d)
-        if d.action is Action.SERVE:
-            hits[i] = st  # type: ignore[assignment]  # SERVE means there is one
-        else:
-            missing.append(i)
-    offline = any(decisions[i].action is Action.MISS_ERROR for i in missing)
-    return Seen(_base_record(ctx, call, slot), decisions, hits, missing, p.read, offline)
+        hit = d.action is Action.SERVE
+        decisions, hits, missing = [d], ({0: st} if hit else {}), ([] if hit else [0])
+        offline = d.action is Action.MISS_ERROR
+    else:
+        decisions, hits, missing = [], {}, []
+        for i in range(len(call.items)):
+            st = stored.get(i)
+            d = decide(p, None if st is None else st.stored_at, now, max_age)
+            decisions.append(d)
+            if d.action is Action.SERVE:
+                hits[i] = st  # type: ignore[assignment]  # SERVE means there is one
+            else:
+                missing.append(i)
+        offline = any(decisions[i].action is Action.MISS_ERROR for i in missing)
+    return Seen(_base_record(ctx, call, slot, now), decisions, hits, missing, p.read, offline)
 
 
 def before_attempts(ctx: Context, call: Call, seen: Seen) -> Pending:
     """Refusal or go: hold the worst case against every budget (a refusal is written, then
     BudgetExceededError raised)."""
     rec = seen.rec
-    send = [call.items[i] for i in seen.missing]
+    items = call.items
+    send = list(items) if len(seen.missing) == len(items) else [items[i] for i in seen.missing]
     rec.cache_status = "miss" if seen.read else "bypass"
     _note_hits(rec, seen.hits)
     if ctx.records():
@@ -339,12 +350,15 @@ def after_attempts(
         return _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
     settle(pending.budgets, pending.reserved, rec.cost_usd)
     winners = _write(ctx, rec)
-    responses: list[Any] = [None] * len(call.items)
-    for i, st in seen.hits.items():
-        responses[i] = st.response
-    for j, i in enumerate(seen.missing):
-        # Another process stored this item first: everyone gets that answer.
-        responses[i] = winners[j].response if j in winners else answered[j]
+    # Another process stored an item first: everyone gets that answer.
+    if len(call.items) == 1:
+        responses = [winners[0].response if winners else answered[0]]
+    else:
+        responses = [None] * len(call.items)
+        for i, st in seen.hits.items():
+            responses[i] = st.response
+        for j, i in enumerate(seen.missing):
+            responses[i] = winners[j].response if j in winners else answered[j]
     if info_enabled():
         log.info(
             "llm.call",
@@ -387,12 +401,24 @@ def serve(
     ctx: Context, call: Call, rec: CallRecord, stored: dict[int, Stored], t0: float
 ) -> Result:
     """Hit: every item from the ledger; the row says what it saved."""
-    rec.cache_status, rec.status, rec.attempts = "hit", "ok", 0
-    _note_hits(rec, stored)
-    rec.usage = _sum_usage(list(stored.values()))
-    rec.cost_usd = Decimal(0)
-    if len(call.items) == 1:
-        rec.served_response_id = stored[0].response_id
+    rec.cache_status, rec.status, rec.attempts, rec.cost_usd = "hit", "ok", 0, Decimal(0)
+    if len(stored) == 1:
+        st = stored[0]
+        rec.served_response_id, rec.saved_usd = st.response_id, st.cost_usd
+        if rec.items_total is not None:
+            rec.items_hit = 1
+        rec.usage = Usage(
+            st.prompt_tokens,
+            st.completion_tokens,
+            st.cached_tokens,
+            st.reasoning_tokens,
+            st.total_tokens,
+        )
+        responses = [st.response]
+    else:
+        _note_hits(rec, stored)
+        rec.usage = _sum_usage(list(stored.values()))
+        responses = [st.response for st in stored.values()]
     rec.latency_ms = _ms(t0)  # the ledger's time to serve it
     _write(ctx, rec, hit=True)
     if info_enabled():
@@ -404,7 +430,7 @@ def serve(
             request_hash=call.request.request_hash,
             model=call.request.model,
         )
-    return Result([st.response for st in stored.values()], "hit", rec)
+    return Result(responses, "hit", rec)
 
 
 def replay_miss(ctx: Context, call: Call, seen: Seen, t0: float) -> None:
@@ -485,23 +511,27 @@ def _answered(
         rec.answers.append(_answer(call, r.request_hash, rec.request, response, usage, cost))
         rec.primary_answer = 0
         raise
+    if len(call.items) == 1:  # the whole answer is the one item's (its request: the row's)
+        store = seen.decisions[0].store
+        slot = rec.slot or 0
+        rec.answers.append(
+            _answer(call, r.request_hash, rec.request, response, usage, cost, store, slot)
+        )
+        rec.primary_answer = 0
+        return [value]  # the transport's own object: the entry returns the type it got
     redact = ctx.redact()
     for j, (item_response, item_usage) in enumerate(parts):
         item = send[j]
-        if len(parts) == 1:
-            item_cost, body = cost, rec.request if item is r else item.body
-        else:
-            item_cost = pricing.price_answer(r.model, item_response, item_usage, conf)
-            body = item.body
-        if body is item.body and redact is not None:
-            body = redact(copy.deepcopy(body))
+        item_cost = (
+            cost
+            if len(parts) == 1
+            else pricing.price_answer(r.model, item_response, item_usage, conf)
+        )
+        body = item.body if redact is None else redact(copy.deepcopy(item.body))
         store = seen.decisions[seen.missing[j]].store
-        answer = _answer(call, item.request_hash, body, item_response, item_usage, item_cost, store)
-        answer.slot = rec.slot or 0
-        rec.answers.append(answer)
-    if len(call.items) == 1:
-        rec.primary_answer = 0
-        return [value]  # the transport's own object: the entry returns the type it got
+        rec.answers.append(
+            _answer(call, item.request_hash, body, item_response, item_usage, item_cost, store)
+        )
     return [a.response for a in rec.answers]
 
 
@@ -546,6 +576,7 @@ def _answer(
     usage: Usage,
     cost: pricing.Cost,
     store: StoreMode = StoreMode.NONE,
+    slot: int = 0,
 ) -> Answer:
     return Answer(
         request_hash=request_hash,
@@ -559,21 +590,20 @@ def _answer(
         price_version=cost.price_version,
         store=store,
         namespace=call.namespace,
-        slot=0,
+        slot=slot,
     )
 
 
-def _base_record(ctx: Context, call: Call, slot: int) -> CallRecord:
+def _base_record(ctx: Context, call: Call, slot: int, now: datetime) -> CallRecord:
     sc = current_scope()
     request = call.request
     body, text = request.body, request.canonical_json
     redact = ctx.redact()
     if redact is not None:
         body, text = redact(copy.deepcopy(body)), None  # it may edit in place
-    many = call.endpoint.batched
     return CallRecord(
         call_uuid=str(uuid.uuid4()),
-        created_at=_now(),
+        created_at=now,
         kind=request.kind,
         api_type=ctx.api_type,
         endpoint_host=ctx.endpoint_host(),
@@ -589,7 +619,7 @@ def _base_record(ctx: Context, call: Call, slot: int) -> CallRecord:
         slot=slot,
         cache_status="miss",
         status="ok",
-        items_total=len(call.items) if many else None,
+        items_total=len(call.items) if call.endpoint.batched else None,
     )
 
 
@@ -598,7 +628,8 @@ def _note_hits(rec: CallRecord, stored: dict[int, Stored]) -> None:
     if rec.items_total is not None:
         rec.items_hit = len(stored)
     if len(stored) == 1:
-        (rec.saved_usd,) = (st.cost_usd for st in stored.values())
+        for st in stored.values():
+            rec.saved_usd = st.cost_usd
     elif stored:
         rec.saved_usd = sum((st.cost_usd for st in stored.values() if st.cost_usd), Decimal(0))
     else:
@@ -626,8 +657,6 @@ def _sum_usage(stored: list[Stored]) -> Usage:
 
 
 def _sum(values: list[int | None]) -> int | None:
-    if len(values) == 1:
-        return values[0]
     if any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None)

@@ -241,10 +241,11 @@ class OpenAIClient:
             namespace=self._namespace(namespace),
             raise_errors=self._raise_errors(raise_on_error),
             retry=retry,
+            items=(request,),
         )
-        api_params = {"messages": request.body["messages"], **request.params}
 
         def transport(items: list[keys.CanonicalRequest]) -> Any:
+            api_params = {"messages": request.body["messages"], **request.params}
             return self._raw_model_call(request.model, {**api_params, "timeout": call_timeout})
 
         result = calls.run(self._context(), call, transport)
@@ -315,23 +316,22 @@ class OpenAIClient:
     # --- the pipeline's view of this client -----------------------------------
 
     def _context(self) -> calls.Context:
-        """Built once (lazily, so a subclass's own ``__init__`` need not call ours); the
-        callables read the client's attributes at each call, so later changes apply."""
+        """Built once, on the first call (so a subclass's own ``__init__`` need not call ours).
+        Attributes (``redact``, ``pricing_config``, the ledger location) are read at each
+        call; the override points are the methods as they are at the first call."""
         ctx = self.__dict__.get("_calls_context")
         if ctx is None:
             ctx = self.__dict__["_calls_context"] = calls.Context(
                 api_type=self.api_type,
                 ledger=lambda: self.ledger,
-                lookup=lambda namespace, request_hash, slot: self._lookup(
-                    namespace, request_hash, slot
-                ),
+                lookup=self._lookup,
                 settings=self._settings,
                 records=self._records,
                 pricing_config=lambda: self.pricing_config or pricing.config_from_env(),
                 redact=lambda: self.redact,
                 endpoint_host=self._endpoint_host,
                 api_key=self._api_key,
-                count_tokens=lambda messages, model: self._count_tokens(messages, model),
+                count_tokens=self._count_tokens,
                 sleep=lambda seconds: self._sleep(seconds),
             )
         return ctx
