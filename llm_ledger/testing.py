@@ -30,6 +30,7 @@ Deterministic answers (tests rely on them):
   ``completion_tokens`` = words in all choices' content, ``total_tokens`` = their sum, plus
   ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.reasoning_tokens``
   (0 unless :meth:`FakeOpenAIServer.set_usage_details`); see also ``set_usage``/``omit_usage``.
+  :meth:`FakeOpenAIServer.reply_with` fixes the content instead (JSON for a response_format).
 * Embeddings: each input gets ``dimensions`` (or ``embedding_dim``) floats in [-1, 1], rounded
   to 6 decimals, from the byte stream ``d0 = sha256(f"{model}\\0{text}")``, ``d1 = sha256(d0)``,
   ... (4 bytes big-endian per float: ``u / (2**32 - 1) * 2 - 1``).  ``usage.prompt_tokens`` =
@@ -137,6 +138,7 @@ class FakeOpenAIServer:
         self._cached = self._reasoning = 0
         self._forced: tuple[int | None, int | None] = (None, None)
         self._omit_usage = False
+        self._reply: str | None = None
 
     def start(self) -> FakeOpenAIServer:
         """Bind and serve in a daemon thread; returns self so ``s = FakeOpenAIServer().start()``."""
@@ -248,6 +250,12 @@ class FakeOpenAIServer:
         with self._lock:
             self._forced = (prompt_tokens, completion_tokens)
 
+    def reply_with(self, content: str | None) -> None:
+        """Answer later chats with this content (e.g. JSON for a ``response_format``);
+        ``None`` = the computed ``answer {k} to: ...``. Usage is counted on it as usual."""
+        with self._lock:
+            self._reply = content
+
     def omit_usage(self, flag: bool = True) -> None:
         """Leave ``usage`` out of later chat answers (some proxies do)."""
         with self._lock:
@@ -302,13 +310,17 @@ class FakeOpenAIServer:
             self._chat_count += 1
             number = self._chat_count
             k = self._answers[key] = self._answers.get(key, 0) + 1
-            cached, reasoning, forced, omit = (
+            cached, reasoning, forced, omit, reply = (
                 self._cached,
                 self._reasoning,
                 self._forced,
                 self._omit_usage,
+                self._reply,
             )
-        texts = [f"answer {k}{f'.{i}' if n > 1 else ''} to: {last}" for i in range(n)]
+        texts = [
+            reply if reply is not None else f"answer {k}{f'.{i}' if n > 1 else ''} to: {last}"
+            for i in range(n)
+        ]
         prompt = sum(_words(_text(m.get("content"))) + 3 for m in messages)
         completion = sum(_words(t) for t in texts)
         prompt, completion = (
