@@ -161,6 +161,18 @@ def to_dict(response: Any) -> dict[str, Any]:
     raise TypeError(f"cannot store a response of type {type(response).__name__}")
 
 
+def as_sdk_response(response: dict[str, Any]) -> Any:
+    """A stored chat answer as the SDK's ``ChatCompletion`` (what the API call gave on the
+    miss); the dict itself when it is not one (a custom ``_raw_model_call`` may store any)."""
+    from openai.types.chat import ChatCompletion
+    from pydantic import ValidationError
+
+    try:
+        return ChatCompletion.model_validate(response)
+    except ValidationError:
+        return response
+
+
 def usage_of(response: dict[str, Any]) -> Usage | None:
     u = response.get("usage")
     if not isinstance(u, dict):

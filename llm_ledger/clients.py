@@ -11,6 +11,7 @@ cannot take them they go to the spool.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -21,16 +22,19 @@ import openai
 import openai.resources.chat.completions  # noqa: F401 -- the SDK loads these on first use;
 import openai.resources.embeddings  # noqa: F401 -- importing them here keeps that off a call
 
-from . import api, calls, keys, pricing, tokens
+from . import api, calls, flight, keys, pickles, pricing, shaping, tokens
 from . import config as cfg
 from .calls import Redactor, positive
+from .coststats import CostStats, format_stats
 from .embeddings import EMBEDDING, items_of, texts
 from .errors import ConfigError
+from .log import logger
 from .policy import CallOptions
 from .records import Stored
 from .repository import Ledger, open_ledger
 from .scope import current as current_scope
 
+log = logger
 _UNSET: Any = object()
 
 
@@ -54,10 +58,18 @@ class OpenAIClient:
         pricing_config: pricing.PricingConfig | None = None,
         spool_dir: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent_model_calls: int | None = None,
+        dedent_messages: bool = False,
+        reasoning_effort: str | None = None,
     ) -> None:
         # None means "follow the process-wide settings" (force_default_value, LLM_LEDGER_*).
-        self.cache_api_calls = cache_api_calls
-        self.cache_file_name = cache_file_name
+        self._cache_api_calls: bool | None = cache_api_calls
+        self._cache_file_name: str | None = cache_file_name
+        self.max_concurrent_model_calls = _concurrency(max_concurrent_model_calls)
+        self.dedent_messages = dedent_messages
+        self.reasoning_effort = reasoning_effort
+        self._limiter = flight.Limiter()
+        self._cost_stats = CostStats()
         self.mode = None if mode is None else cfg._coerce("mode", mode)
         self.sampling = None if sampling is None else cfg._coerce("sampling", sampling)
         self.namespace = namespace
@@ -98,16 +110,42 @@ class OpenAIClient:
         self._client = value
 
     def set_api_cache(self, cache_api_calls: bool, cache_file_name: str | None = None) -> None:
-        self.cache_api_calls = cfg._coerce("cache_api_calls", cache_api_calls)
-        if cache_file_name is not None and cache_file_name != self.cache_file_name:
-            self.cache_file_name = cache_file_name
+        self._cache_api_calls = cfg._coerce("cache_api_calls", cache_api_calls)
+        if cache_file_name is not None and cache_file_name != self._cache_file_name:
+            self._cache_file_name = cache_file_name
             self._ledger = None
+
+    @property
+    def cache_api_calls(self) -> bool:
+        """Whether the ledger serves answers: this client's setting, else the settings'."""
+        if self._cache_api_calls is not None:
+            return self._cache_api_calls
+        return self._settings().cache_api_calls
+
+    @cache_api_calls.setter
+    def cache_api_calls(self, value: bool | None) -> None:
+        self._cache_api_calls = None if value is None else cfg._coerce("cache_api_calls", value)
+
+    @property
+    def cache_file_name(self) -> str:
+        """The configured ledger location in force (a ``.pickle`` name is kept as given;
+        ``ledger_location`` says where the database beside it is)."""
+        return self._location()
+
+    @cache_file_name.setter
+    def cache_file_name(self, value: str | None) -> None:
+        self._cache_file_name = value
+
+    @property
+    def ledger_location(self) -> str:
+        """Where the ledger database is (beside a ``.pickle`` cache file, never in it)."""
+        return pickles.ledger_beside(self._location())[0]
 
     def _settings(self) -> cfg.Settings:
         return cfg.settings()
 
     def _location(self) -> str:
-        return self.cache_file_name or self._settings().database_url()
+        return self._cache_file_name or self._settings().database_url()
 
     @property
     def ledger(self) -> Ledger:
@@ -118,8 +156,12 @@ class OpenAIClient:
             or self._ledger.pid != os.getpid()
         ):
             spool_dir = self.spool_dir or self._settings().spool_dir
-            self._ledger = open_ledger(location, spool_dir=spool_dir)
+            db_location, pickle_path = pickles.ledger_beside(location)
+            created = pickle_path is not None and not os.path.exists(db_location)
+            self._ledger = open_ledger(db_location, spool_dir=spool_dir)
             self._ledger_location = location
+            if pickle_path is not None:
+                pickles.import_beside(self._ledger, pickle_path, created=created)
         return self._ledger
 
     def _load_cache(self) -> Ledger:
@@ -134,8 +176,8 @@ class OpenAIClient:
         return CallOptions(
             mode=cfg._coerce("mode", mode) if mode is not None else (self.mode or s.mode),
             cache_enabled=s.cache_api_calls
-            if self.cache_api_calls is None
-            else self.cache_api_calls,
+            if self._cache_api_calls is None
+            else self._cache_api_calls,
             no_cache=no_cache,
             no_store=no_store,
             sampling=self.sampling or s.sampling,
@@ -165,7 +207,8 @@ class OpenAIClient:
     # --- overridable raw calls (the seed's extension points) ----------------
 
     def _raw_model_call(self, model: str, chat_api_params: dict[str, Any]) -> Any:
-        return self.client.chat.completions.create(model=model, **chat_api_params)
+        """``chat_api_params`` holds ``model`` too (as TinyTroupe v0.6 passes it)."""
+        return self.client.chat.completions.create(**{"model": model, **chat_api_params})
 
     def _raw_model_response_extractor(self, response: Any) -> dict[str, Any]:
         return api.to_dict(response)["choices"][0]["message"]
@@ -180,6 +223,42 @@ class OpenAIClient:
 
     def _count_tokens(self, messages: list[dict[str, Any]], model: str) -> int | None:
         return tokens.count_message_tokens(messages, model)
+
+    def _stored_response(self, response: dict[str, Any]) -> Any:
+        """A stored answer as the extractor gets it on a miss: an SDK ``ChatCompletion`` for
+        an overridden extractor (written for SDK objects); the default one takes the dict."""
+        if type(self)._raw_model_response_extractor is OpenAIClient._raw_model_response_extractor:
+            return response
+        return api.as_sdk_response(response)
+
+    def _is_reasoning_model(self, model: str) -> bool:
+        """Whether ``model`` gets the reasoning-model request rules (see shaping.py);
+        override it for a deployment name that hides the model."""
+        return shaping.is_reasoning_model(model)
+
+    def _default_reasoning_effort(self) -> str | None:
+        return self.reasoning_effort
+
+    def _concurrency_limit(self) -> int | None:
+        return self.max_concurrent_model_calls
+
+    # --- TinyTroupe v0.6's cost statistics -----------------------------------
+
+    def get_cost_stats(self) -> dict[str, Any]:
+        """Token and call counts since this client was made or last reset (TinyTroupe's
+        keys), with ``cost_usd``, ``saved_usd`` and ``unpriced_calls`` beside them."""
+        return self._cost_stats.snapshot()
+
+    def reset_cost_stats(self) -> None:
+        self._cost_stats.reset()
+
+    def pretty_print_cost_stats(self) -> None:
+        print(format_stats(self.get_cost_stats()))
+
+    def _count_cost(self, result: calls.Result) -> None:
+        rec = result.record
+        hit = result.cache_status == "hit"
+        self._cost_stats.add(rec.usage, cached=hit, cost_usd=rec.saved_usd if hit else rec.cost_usd)
 
     # --- chat ---------------------------------------------------------------
 
@@ -201,17 +280,25 @@ class OpenAIClient:
         echo: bool = False,
         response_format: Any = None,
         *,
+        dedent_messages: bool | None = None,
+        enable_pydantic_model_return: bool = False,
+        max_completion_tokens: int | None = None,
+        reasoning_effort: str | None = None,
         no_cache: bool = False,
         no_store: bool = False,
         mode: str | None = None,
         namespace: str | None = None,
         raise_on_error: bool | None = None,
         **extra_params: Any,
-    ) -> dict[str, Any] | None:
+    ) -> Any:
         """Send a chat request; returns the assistant message dict, or None after giving up.
 
         ``raise_on_error=True`` (or LLM_LEDGER_RAISE_ON_ERROR=1) raises the typed error
         instead of returning None. Replay misses and budget refusals always raise.
+        TinyTroupe v0.6's keywords: ``dedent_messages`` (None: the client's setting),
+        ``enable_pydantic_model_return`` (with a pydantic ``response_format``, the parsed
+        model instance), ``max_completion_tokens``, ``reasoning_effort``. The request is
+        shaped (shaping.py) before it is hashed, so the hash is of what is sent.
         """
         s = self._settings()
         model = s.model if model is None else model
@@ -228,9 +315,19 @@ class OpenAIClient:
             "stop": stop or None,
             "n": n if n != 1 else None,
             "response_format": _response_format(response_format),
+            "max_completion_tokens": max_completion_tokens,
+            "reasoning_effort": reasoning_effort,
             **extra_params,
         }
-        request = keys.chat_request(current_messages, model, params)
+        request = shaping.chat_request(
+            current_messages,
+            model,
+            params,
+            dedent=self.dedent_messages if dedent_messages is None else dedent_messages,
+            reasoning=self._is_reasoning_model(model) if isinstance(model, str) else None,
+            explicit_max_tokens=max_tokens is not _UNSET,
+            default_reasoning_effort=self._default_reasoning_effort(),
+        )
         keys.check_storable(request)
         call_timeout = positive("timeout", s.timeout if timeout is None else timeout)
         retry = calls.Retry.resolve(s, max_attempts, waiting_time, exponential_backoff_factor)
@@ -243,13 +340,31 @@ class OpenAIClient:
             retry=retry,
             items=(request,),
         )
+        sent: list[Any] = []
 
         def transport(items: list[keys.CanonicalRequest]) -> Any:
-            api_params = {"messages": request.body["messages"], **request.params}
-            return self._raw_model_call(request.model, {**api_params, "timeout": call_timeout})
+            api_params = {
+                "model": request.model,
+                "messages": request.body["messages"],
+                **request.params,
+                "timeout": call_timeout,
+            }
+            with self._limiter.slot(self._concurrency_limit()):
+                answer = self._raw_model_call(request.model, api_params)
+            sent.append(answer)
+            return answer
 
         result = calls.run(self._context(), call, transport)
-        return None if result is None else self._raw_model_response_extractor(result.responses[0])
+        if result is None:
+            return None
+        self._count_cost(result)
+        response = result.responses[0]
+        if not (sent and response is sent[-1]):  # from the ledger: a hit, or another's answer
+            response = self._stored_response(response)
+        message = self._raw_model_response_extractor(response)
+        if enable_pydantic_model_return:
+            return _to_pydantic(message, response_format)
+        return message
 
     # --- embeddings ---------------------------------------------------------
 
@@ -291,9 +406,10 @@ class OpenAIClient:
 
         def transport(items: list[keys.CanonicalRequest]) -> Any:
             inputs = texts(items)
-            return self._raw_embedding_model_call(
-                inputs[0] if single else inputs, model, timeout=call_timeout, **params
-            )
+            with self._limiter.slot(self._concurrency_limit()):
+                return self._raw_embedding_model_call(
+                    inputs[0] if single else inputs, model, timeout=call_timeout, **params
+                )
 
         result = calls.run(self._context(), call, transport)
         if result is None:
@@ -342,26 +458,77 @@ class AzureClient(OpenAIClient):
 
     api_type = "azure"
 
+    def _api_version(self) -> str:
+        return os.environ.get("OPENAI_API_VERSION", "2024-06-01")
+
     def _make_sdk_client(self) -> Any:
         endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
         key = os.environ.get("AZURE_OPENAI_API_KEY") or os.environ.get("AZURE_OPENAI_KEY")
-        if not endpoint or not key:
+        if not endpoint:
             raise ConfigError(
                 "AzureClient needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY (or AZURE_OPENAI_KEY); "
+                "without a key it signs in with Entra ID (pip install 'llm-ledger[azure]'); "
                 "OPENAI_API_VERSION selects the API version (default 2024-06-01)"
             )
-        return openai.AzureOpenAI(
-            azure_endpoint=endpoint,
-            api_key=key,
-            api_version=os.environ.get("OPENAI_API_VERSION", "2024-06-01"),
-            max_retries=0,
+        auth: dict[str, Any] = (
+            {"api_key": key} if key else {"azure_ad_token_provider": _entra_token_provider()}
         )
+        return openai.AzureOpenAI(
+            azure_endpoint=endpoint, api_version=self._api_version(), max_retries=0, **auth
+        )
+
+
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def _entra_token_provider() -> Callable[[], str]:
+    """Entra ID sign-in (``DefaultAzureCredential``: environment, managed identity, az login),
+    as TinyTroupe does when AZURE_OPENAI_KEY is not set."""
+    try:
+        from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+    except ImportError:
+        raise ConfigError(
+            "AZURE_OPENAI_API_KEY (or AZURE_OPENAI_KEY) is not set, and Entra ID sign-in needs "
+            "azure-identity: pip install 'llm-ledger[azure]', or set the key"
+        ) from None
+    log.info("llm.azure_entra_id", scope=ENTRA_SCOPE)
+    provider: Callable[[], str] = get_bearer_token_provider(DefaultAzureCredential(), ENTRA_SCOPE)
+    return provider
 
 
 @functools.lru_cache(maxsize=64)
 def _host_of(base_url: str) -> str | None:
     netloc = urlparse(base_url).netloc
     return netloc.rpartition("@")[2] or None  # never user:password@
+
+
+def _concurrency(value: Any) -> int | None:
+    """TinyTroupe's rule: None, 0 or less means no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"max_concurrent_model_calls must be an int (0 or None: no limit), got {value!r}"
+        )
+    return value if value > 0 else None
+
+
+def _to_pydantic(message: dict[str, Any], response_format: Any) -> Any:
+    """The parsed model for a pydantic ``response_format``; the message dict when there is
+    none or the content does not validate (TinyTroupe's ``to_pydantic_or_sanitized_dict``)."""
+    import pydantic
+
+    if not (isinstance(response_format, type) and issubclass(response_format, pydantic.BaseModel)):
+        return message
+    try:
+        return response_format.model_validate(json.loads(message.get("content") or ""))
+    except (ValueError, pydantic.ValidationError) as exc:
+        log.warning(
+            "llm.pydantic_return_failed",
+            response_format=response_format.__name__,
+            error=str(exc)[:300],
+        )
+        return message
 
 
 def _response_format(value: Any) -> Any:

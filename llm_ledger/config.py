@@ -26,7 +26,7 @@ class Settings:
     # The seed's keys.
     model: str = "gpt-4o-mini"
     temperature: float = 1.0
-    max_tokens: int = 1024
+    max_tokens: int | None = 1024  # None: send no max_tokens (the model's own limit)
     top_p: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
@@ -102,7 +102,7 @@ _TYPES: dict[str, type] = {
     "spool_dir": str,
     "hit_audit": str,
 }
-_NULLABLE = {"cache_file_name", "max_age", "spool_dir"}
+_NULLABLE = {"cache_file_name", "max_age", "spool_dir", "max_tokens"}
 _CHOICES = {"mode": MODES, "sampling": SAMPLINGS, "hit_audit": HIT_AUDITS}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -16,6 +16,9 @@ Single-flight: concurrent identical misses (same namespace, hash and slot) make
 one API call; the others wait for it and then read its answer from the ledger.
 
 The instances live in ``process.state`` (``state.slots``, ``state.flights``).
+
+Limiter: at most N API calls of one client in flight (TinyTroupe's
+``max_concurrent_model_calls``); hits never take a place. One per client.
 """
 
 from __future__ import annotations
@@ -98,3 +101,25 @@ def reset_slots(run: str | None = None, *, all_runs: bool = False) -> None:
     from .process import state
 
     state.slots.reset(run, all_runs=all_runs)
+
+
+class Limiter:
+    """At most ``limit`` holders at once; the limit is read at each acquisition, so a
+    changed setting takes effect at the next call (holders of the old one finish on it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limit: int | None = None
+        self._sem: threading.BoundedSemaphore | None = None
+
+    @contextmanager
+    def slot(self, limit: int | None) -> Iterator[None]:
+        if limit is None or limit <= 0:
+            yield
+            return
+        with self._lock:
+            if self._sem is None or self._limit != limit:
+                self._sem, self._limit = threading.BoundedSemaphore(limit), limit
+            sem = self._sem
+        with sem:
+            yield

@@ -18,6 +18,7 @@ import ast
 import io
 import os
 import pickle
+import threading
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -360,3 +361,62 @@ def import_pickle(
         skipped=result["skipped"],
     )
     return result
+
+
+# --- a pickle at the cache path (TinyTroupe's default openai_api_cache.pickle) ---------
+
+PICKLE_SUFFIX = ".pickle"
+LEDGER_SUFFIX = ".ledger.db"
+_imported: set[tuple[str, str]] = set()
+_imported_lock = threading.Lock()
+
+
+def ledger_beside(location: str) -> tuple[str, Path | None]:
+    """The ledger location for a configured cache location, and the pickle it names (if any).
+
+    A location ending in ``.pickle`` (the seed's and TinyTroupe's ``cache_file_name``) is
+    never opened as a database: the ledger is ``<name>.ledger.db`` beside it, so the pickle
+    is neither overwritten nor mistaken for a ledger.
+    """
+    if not location.endswith(PICKLE_SUFFIX):
+        return location, None
+    beside = location[: -len(PICKLE_SUFFIX)] + LEDGER_SUFFIX
+    if location.startswith("sqlite:"):
+        from .db import sqlite_path
+
+        path = sqlite_path(location)
+        return beside, path
+    if "://" in location:
+        return location, None  # a server database named *.pickle: not a file
+    return beside, Path(location)
+
+
+def import_beside(ledger: Ledger, pickle_path: Path, *, created: bool, namespace: str = "") -> None:
+    """Import the pickle into the ledger beside it, once: when that ledger was just created.
+
+    Later opens leave it alone (``llm-ledger --db X.ledger.db import-pickle X.pickle``
+    imports it again). A pickle that cannot be imported is logged, not raised: the
+    ledger works without it.
+    """
+    key = (str(pickle_path.resolve()), namespace)
+    with _imported_lock:
+        if key in _imported or not created or not pickle_path.is_file():
+            return
+        _imported.add(key)
+    try:
+        result = import_pickle(ledger, pickle_path, namespace=namespace)
+    except (PickleImportError, OSError) as exc:
+        log.warning(
+            "ledger.pickle_import_failed",
+            path=str(pickle_path),
+            ledger=repr(ledger),
+            error=str(exc)[:300],
+        )
+        return
+    log.info(
+        "ledger.pickle_imported_beside",
+        path=str(pickle_path),
+        entries=result["entries"],
+        added=result["cache_entries"]["added"],
+        skipped=result["skipped"],
+    )
