@@ -273,6 +273,7 @@ def test_the_embedder_goes_through_the_ledgers_embedding_cache(tt, api, tmp_path
 
 def test_llama_index_settings_get_the_ledger_model(tt, api, tmp_path) -> None:
     core = pytest.importorskip("llama_index.core", reason="llama-index-core is not installed")
+    tt.config.update("cache_api_calls", True)
     tt.config.update("cache_file_name", str(tmp_path / "li.db"))
     install()
     model = core.Settings.embed_model
