@@ -45,7 +45,7 @@ TT_DEFAULTS: dict[str, Any] = {
     "reasoning_effort": "high",
     "timeout": 480.0,
     "max_attempts": 5.0,
-    "waiting_time": 1.0,
+    "waiting_time": 0.0,  # TinyTroupe's is 1.0 (a pause before every API request)
     "exponential_backoff_factor": 5.0,
     "max_concurrent_model_calls": 4,
     "cache_api_calls": False,
@@ -191,7 +191,17 @@ def test_retry_settings_come_from_tinytroupe(tt, api, sleeps: Sleeps) -> None:
     api.fail_next(500, times=3)
     assert tt.clients.client().send_message(msgs()) is None
     assert api.chat_count == 0 and api.request_count == 3
-    assert sleeps == [0.5, 1.5]
+    # TinyTroupe's pause before each request, and the backoff between attempts.
+    assert sleeps == [0.5, 0.5, 0.5, 1.5, 0.5]
+
+
+def test_the_pause_before_a_request_is_not_made_before_a_hit(tt, api, sleeps: Sleeps) -> None:
+    tt.config.update("cache_api_calls", True)
+    tt.config.update("waiting_time", 2.0)
+    c = install(embeddings=False, sleep=sleeps)["openai"]
+    c.send_message(msgs())
+    c.send_message(msgs())
+    assert (sleeps, api.chat_count) == ([2.0], 1)
 
 
 def test_max_concurrent_model_calls_follows_tinytroupes_setting(tt) -> None:

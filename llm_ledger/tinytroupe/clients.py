@@ -8,7 +8,8 @@ TinyTroupe's ``config_manager``, or a dict-backed stand-in in tests.
 
 What comes from TinyTroupe's configuration (its keys): ``model``, ``max_completion_tokens``,
 ``temperature`` / ``frequency_penalty`` / ``presence_penalty`` (sent only when set, as
-TinyTroupe does), ``timeout``, ``max_attempts``, ``waiting_time``,
+TinyTroupe does), ``timeout``, ``max_attempts``, ``waiting_time`` (the pause before each
+API request, as TinyTroupe makes it, and the first retry wait),
 ``exponential_backoff_factor``, ``reasoning_effort`` (reasoning models),
 ``embedding_model``, ``cache_api_calls``, ``cache_file_name``,
 ``max_concurrent_model_calls``, ``azure_api_version`` (Azure), ``base_url`` and ``top_p``
@@ -75,6 +76,14 @@ class TinyTroupeConfigured:
 
     def _default_max_completion_tokens(self) -> int | None:
         return self._tt("max_completion_tokens")
+
+    def _raw_model_call(self, model: str, chat_api_params: dict[str, Any]) -> Any:
+        """TinyTroupe waits ``waiting_time`` before each API request (not before a hit), to
+        stay under rate limits: so do these clients."""
+        wait = self._settings().waiting_time
+        if wait > 0:
+            self._sleep(wait)  # type: ignore[attr-defined]
+        return super()._raw_model_call(model, chat_api_params)  # type: ignore[misc]
 
     def _default_reasoning_effort(self) -> str | None:
         return self._tt("reasoning_effort")
