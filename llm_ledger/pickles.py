@@ -18,6 +18,8 @@ import ast
 import io
 import os
 import pickle
+import re
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -190,15 +192,39 @@ class Skip(Exception):
     """An entry that cannot be mapped to a ledger request; the message is the reason."""
 
 
+# TinyTroupe v0.6 keys hold its pydantic response_format class: "'response_format': <class 'm.C'>".
+_FORMAT_CLASS = re.compile(r"'response_format': <class '([A-Za-z_][\w.]*)'>")
+
+
+def _loaded_model_class(path: str) -> Any:
+    """The pydantic model class ``module.Name`` if that module is already imported (nothing
+    is imported on a pickle's say-so, so no code runs), else None."""
+    import pydantic
+
+    module, _, name = path.rpartition(".")
+    found = getattr(sys.modules.get(module), name, None)
+    if isinstance(found, type) and issubclass(found, pydantic.BaseModel):
+        return found
+    return None
+
+
 def map_key(key: Any) -> keys.CanonicalRequest:
     """The canonical request for a seed cache key ``str((model, chat_api_params))``.
 
     The parameters are normalised as ``OpenAIClient.send_message`` does (``stop`` of
     ``[]``/``""`` and ``n == 1`` left out; transport settings like timeout dropped),
-    so the same call made through llm_ledger has the same request hash.
+    so the same call made through llm_ledger has the same request hash. A pydantic
+    ``response_format`` class (TinyTroupe v0.6's keys) becomes its JSON schema, as
+    ``send_message`` sends it, when its module is already imported.
     """
     if not isinstance(key, str):
         raise Skip(f"key is a {type(key).__name__}, not str((model, params))")
+    response_format = None
+    match = _FORMAT_CLASS.search(key)
+    if match is not None:
+        response_format = _loaded_model_class(match[1])
+        if response_format is not None:  # else literal_eval fails below, as before
+            key = key[: match.start()] + "'response_format': None" + key[match.end() :]
     try:
         parsed = ast.literal_eval(key)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -222,6 +248,10 @@ def map_key(key: Any) -> keys.CanonicalRequest:
     params["stop"] = params.get("stop") or None
     if params.get("n") == 1:
         params["n"] = None
+    if response_format is not None:
+        from openai.lib._parsing._completions import type_to_response_format_param
+
+        params["response_format"] = dict(type_to_response_format_param(response_format))
     try:
         return keys.chat_request(messages, model, params)
     except LedgerError as exc:

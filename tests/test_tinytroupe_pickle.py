@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 from openai import OpenAI
 
@@ -131,3 +132,40 @@ def test_an_unsafe_pickle_is_left_alone_and_the_calls_go_on(
 def test_ledger_beside(location: str, expected: tuple[str, bool]) -> None:
     db_location, pickle_path = pickles.ledger_beside(location)
     assert (db_location, pickle_path is not None) == expected
+
+
+class Verdict(pydantic.BaseModel):
+    is_complete: bool
+
+
+def test_a_pydantic_response_format_in_tinytroupes_key_is_imported(
+    api: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """TinyTroupe v0.6's keys hold the response_format class itself (its repr): the class is
+    found among the modules already imported and becomes the schema send_message sends."""
+    api.reply_with('{"is_complete": true}')
+    sdk = OpenAI(api_key=TEST_KEY, base_url=api.url, max_retries=0)
+    answer = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=msgs("judge"), max_completion_tokens=300
+    )
+    params = {"model": "gpt-4o-mini", "messages": msgs("judge"), **TT_PARAMS}
+    params["response_format"] = Verdict
+    key = str(("gpt-4o-mini", params))
+    assert f"'response_format': <class '{__name__}.Verdict'>" in key
+    path = tmp_path / "openai_api_cache.pickle"
+    path.write_bytes(pickle.dumps({key: answer.model_dump()}))
+    api.reset()
+    c = llm_ledger.OpenAIClient(cache_file_name=str(path))
+    got = c.send_message(
+        msgs("judge"),
+        temperature=None,
+        max_tokens=None,
+        top_p=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        max_completion_tokens=300,
+        response_format=Verdict,
+        enable_pydantic_model_return=True,
+    )
+    assert got == Verdict(is_complete=True)
+    assert api.request_count == 0
