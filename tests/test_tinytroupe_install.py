@@ -204,6 +204,27 @@ def test_the_pause_before_a_request_is_not_made_before_a_hit(tt, api, sleeps: Sl
     assert (sleeps, api.chat_count) == ([2.0], 1)
 
 
+def test_timeout_and_models_come_from_tinytroupe_at_each_call(tt) -> None:
+    c = install(embeddings=False)["openai"]
+    s = c._settings()
+    assert (s.timeout, s.max_attempts, s.model, s.embedding_model, s.max_tokens) == (
+        480.0,
+        5,
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+        None,
+    )
+    tt.config.update("timeout", 30.0)
+    tt.config.update("embedding_model", "text-embedding-3-large")
+    assert (c._settings().timeout, c._settings().embedding_model) == (
+        30.0,
+        "text-embedding-3-large",
+    )
+    # The ledger's own settings are untouched when TinyTroupe is not involved.
+    assert llm_ledger.settings().timeout == 60.0
+    assert llm_ledger.OpenAIClient()._settings().max_tokens == 1024
+
+
 def test_max_concurrent_model_calls_follows_tinytroupes_setting(tt) -> None:
     c = install(embeddings=False)["openai"]
     assert c._concurrency_limit() == 4
