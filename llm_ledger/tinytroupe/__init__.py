@@ -19,9 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import structlog
-
 from ..errors import ConfigError
+from ..log import logger
 from .clients import (
     CLIENT_CLASSES,
     TinyTroupeAzureClient,
@@ -31,7 +30,7 @@ from .clients import (
 )
 from .embeddings import LedgerEmbedder, llama_index_model
 
-log = structlog.get_logger("llm_ledger")
+log = logger
 
 
 class TinyTroupeMissingError(ConfigError):
