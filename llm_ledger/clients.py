@@ -297,7 +297,9 @@ class OpenAIClient:
         instead of returning None. Replay misses and budget refusals always raise.
         TinyTroupe v0.6's keywords: ``dedent_messages`` (None: the client's setting),
         ``enable_pydantic_model_return`` (with a pydantic ``response_format``, the parsed
-        model instance), ``max_completion_tokens``, ``reasoning_effort``. The request is
+        model instance), ``max_completion_tokens``, ``reasoning_effort``. With a pydantic
+        ``response_format`` the message dict also has ``parsed`` (the model as a dict, None
+        if the content does not validate), as TinyTroupe v0.6 returns it. The request is
         shaped (shaping.py) before it is hashed, so the hash is of what is sent.
         """
         s = self._settings()
@@ -362,8 +364,13 @@ class OpenAIClient:
         if not (sent and response is sent[-1]):  # from the ledger: a hit, or another's answer
             response = self._stored_response(response)
         message = self._raw_model_response_extractor(response)
-        if enable_pydantic_model_return:
-            return _to_pydantic(message, response_format)
+        if not _is_model_class(response_format):
+            return message
+        parsed = _parse_model(message, response_format)
+        if enable_pydantic_model_return and parsed is not None:
+            return parsed
+        if isinstance(message, dict):  # TinyTroupe v0.6's shape: the SDK's .parse() "parsed"
+            message = {**message, "parsed": None if parsed is None else parsed.model_dump()}
         return message
 
     # --- embeddings ---------------------------------------------------------
@@ -513,22 +520,25 @@ def _concurrency(value: Any) -> int | None:
     return value if value > 0 else None
 
 
-def _to_pydantic(message: dict[str, Any], response_format: Any) -> Any:
-    """The parsed model for a pydantic ``response_format``; the message dict when there is
-    none or the content does not validate (TinyTroupe's ``to_pydantic_or_sanitized_dict``)."""
+def _is_model_class(value: Any) -> bool:
     import pydantic
 
-    if not (isinstance(response_format, type) and issubclass(response_format, pydantic.BaseModel)):
-        return message
+    return isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+
+
+def _parse_model(message: Any, model: Any) -> Any:
+    """The message content parsed as ``model``; None (logged) when it does not validate,
+    where TinyTroupe's ``to_pydantic_or_sanitized_dict`` falls back to the dict."""
+    import pydantic
+
+    content = message.get("content") if isinstance(message, dict) else None
     try:
-        return response_format.model_validate(json.loads(message.get("content") or ""))
+        return model.model_validate(json.loads(content or ""))
     except (ValueError, pydantic.ValidationError) as exc:
         log.warning(
-            "llm.pydantic_return_failed",
-            response_format=response_format.__name__,
-            error=str(exc)[:300],
+            "llm.pydantic_parse_failed", response_format=model.__name__, error=str(exc)[:300]
         )
-        return message
+        return None
 
 
 def _response_format(value: Any) -> Any:

@@ -207,13 +207,38 @@ def test_pydantic_model_return_gives_the_dict_when_the_content_does_not_validate
     got = client.send_message(
         msgs(), temperature=0, response_format=Verdict, enable_pydantic_model_return=True
     )
-    assert got == {"role": "assistant", "content": '{"score": "high"}', "refusal": None}
+    assert got == {
+        "role": "assistant",
+        "content": '{"score": "high"}',
+        "refusal": None,
+        "parsed": None,
+    }
 
 
-def test_without_pydantic_return_a_pydantic_format_gives_the_message_dict(client, api) -> None:
+def test_without_pydantic_return_the_message_dict_has_parsed_on_a_miss_and_a_hit(
+    client, api
+) -> None:
+    """TinyTroupe v0.6 calls the SDK's .parse(): its message dict carries "parsed"."""
     api.reply_with('{"is_complete": false}')
-    got = client.send_message(msgs(), temperature=0, response_format=Verdict)
-    assert got == {"role": "assistant", "content": '{"is_complete": false}', "refusal": None}
+    first = client.send_message(msgs(), temperature=0, response_format=Verdict)
+    second = client.send_message(msgs(), temperature=0, response_format=Verdict)
+    assert (
+        first
+        == second
+        == {
+            "role": "assistant",
+            "content": '{"is_complete": false}',
+            "refusal": None,
+            "parsed": {"is_complete": False, "score": None},
+        }
+    )
+    assert api.chat_count == 1
+
+
+def test_a_plain_response_format_adds_no_parsed_key(client, api) -> None:
+    api.reply_with('{"a": 1}')
+    got = client.send_message(msgs(), temperature=0, response_format={"type": "json_object"})
+    assert got == {"role": "assistant", "content": '{"a": 1}', "refusal": None}
 
 
 # --- overridable raw calls, as TinyTroupe v0.6 subclasses them -----------------------------
