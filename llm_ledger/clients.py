@@ -1,5 +1,10 @@
 """The seed's clients: ``OpenAIClient`` and ``AzureClient``, every call through the ledger.
 
+Over ~450 lines because it is the seed's whole facade in one place: both clients, every
+override point, the chat and embedding entries and TinyTroupe v0.6's additions to them.
+What they rely on has its own room: calls.py (the pipeline), shaping.py (request rules),
+structured.py (pydantic response formats), coststats.py (cost statistics).
+
 The client is the seed's facade: signatures, settings, the ``_raw_*`` override
 points, ``_load_cache``/``_save_cache``. Each call is described (canonical request
 and hash from keys, options from settings) and handed to the pipeline,
@@ -11,7 +16,6 @@ cannot take them they go to the spool.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +26,7 @@ import openai
 import openai.resources.chat.completions  # noqa: F401 -- the SDK loads these on first use;
 import openai.resources.embeddings  # noqa: F401 -- importing them here keeps that off a call
 
-from . import api, calls, flight, keys, pickles, pricing, shaping, tokens
+from . import api, calls, flight, keys, pickles, pricing, shaping, structured, tokens
 from . import config as cfg
 from .calls import Redactor, positive
 from .coststats import CostStats, format_stats
@@ -316,7 +320,7 @@ class OpenAIClient:
             else presence_penalty,
             "stop": stop or None,
             "n": n if n != 1 else None,
-            "response_format": _response_format(response_format),
+            "response_format": structured.response_format_param(response_format),
             "max_completion_tokens": max_completion_tokens,
             "reasoning_effort": reasoning_effort,
             **extra_params,
@@ -364,9 +368,9 @@ class OpenAIClient:
         if not (sent and response is sent[-1]):  # from the ledger: a hit, or another's answer
             response = self._stored_response(response)
         message = self._raw_model_response_extractor(response)
-        if not _is_model_class(response_format):
+        if not structured.is_model_class(response_format):
             return message
-        parsed = _parse_model(message, response_format)
+        parsed = structured.parse_model(message, response_format)
         if enable_pydantic_model_return and parsed is not None:
             return parsed
         if isinstance(message, dict):  # TinyTroupe v0.6's shape: the SDK's .parse() "parsed"
@@ -518,43 +522,6 @@ def _concurrency(value: Any) -> int | None:
             f"max_concurrent_model_calls must be an int (0 or None: no limit), got {value!r}"
         )
     return value if value > 0 else None
-
-
-def _is_model_class(value: Any) -> bool:
-    import pydantic
-
-    return isinstance(value, type) and issubclass(value, pydantic.BaseModel)
-
-
-def _parse_model(message: Any, model: Any) -> Any:
-    """The message content parsed as ``model``; None (logged) when it does not validate,
-    where TinyTroupe's ``to_pydantic_or_sanitized_dict`` falls back to the dict."""
-    import pydantic
-
-    content = message.get("content") if isinstance(message, dict) else None
-    try:
-        return model.model_validate(json.loads(content or ""))
-    except (ValueError, pydantic.ValidationError) as exc:
-        log.warning(
-            "llm.pydantic_parse_failed", response_format=model.__name__, error=str(exc)[:300]
-        )
-        return None
-
-
-def _response_format(value: Any) -> Any:
-    """A pydantic model class becomes the json_schema response_format the API expects."""
-    if value is None or isinstance(value, dict):
-        return value
-    if isinstance(value, type):
-        try:
-            from openai.lib._parsing._completions import type_to_response_format_param
-
-            return dict(type_to_response_format_param(value))
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(
-                f"response_format {value!r} cannot be turned into a JSON schema: {exc}"
-            ) from None
-    raise ConfigError("response_format must be a dict or a pydantic model class")
 
 
 __all__ = ["OpenAIClient", "AzureClient"]
