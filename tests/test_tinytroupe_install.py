@@ -159,7 +159,11 @@ def test_tinytroupes_cache_settings_and_file_are_honoured(tt, api, tmp_path: Pat
     c.send_message(msgs())
     assert api.chat_count == 2  # CACHE_API_CALLS=False: recorded, not served
     tt.config.update("cache_api_calls", True)
+    # TinyTroupe sends no temperature: the API samples, so each repeat within a run has its
+    # own sample slot; a rerun (a new process, or reset_slots) is served the same samples.
+    llm_ledger.reset_slots()
     c.send_message(msgs())
+    llm_ledger.reset_slots()
     c.send_message(msgs())
     assert api.chat_count == 3
     ledger = tmp_path / "openai_api_cache.ledger.db"
@@ -178,6 +182,7 @@ def test_force_api_cache_reaches_the_installed_clients(tt, api, tmp_path: Path) 
     c = tt.clients.client()
     assert (c.cache_api_calls, c.cache_file_name) == (True, str(tmp_path / "sim.pickle"))
     c.send_message(msgs())
+    llm_ledger.reset_slots()  # a rerun
     c.send_message(msgs())
     assert api.chat_count == 1
     assert rows(tmp_path / "sim.ledger.db", "SELECT count(*) FROM calls") == [(2,)]
@@ -200,6 +205,7 @@ def test_the_pause_before_a_request_is_not_made_before_a_hit(tt, api, sleeps: Sl
     tt.config.update("waiting_time", 2.0)
     c = install(embeddings=False, sleep=sleeps)["openai"]
     c.send_message(msgs())
+    llm_ledger.reset_slots()  # a rerun
     c.send_message(msgs())
     assert (sleeps, api.chat_count) == ([2.0], 1)
 

@@ -150,7 +150,9 @@ def test_reasoning_models_get_what_they_accept(api, db_path, model: str) -> None
     }
     [(request,)] = rows(db_path, "SELECT request FROM requests")
     assert '"max_completion_tokens":100' in request and "temperature" not in request
-    # Asked again the same way: the same hash, served from the ledger.
+    # Asked again the same way in a rerun (a reasoning model always samples: slots): the
+    # same hash, served from the ledger.
+    llm_ledger.reset_slots()
     c.send_message(msgs(), model=model, temperature=0.5, max_tokens=100, top_p=0.9)
     assert api.chat_count == 1
 
