@@ -368,7 +368,7 @@ class OpenAIClient:
         if not (sent and response is sent[-1]):  # from the ledger: a hit, or another's answer
             response = self._stored_response(response)
         message = self._raw_model_response_extractor(response)
-        if not structured.is_model_class(response_format):
+        if response_format is None or not structured.is_model_class(response_format):
             return message
         parsed = structured.parse_model(message, response_format)
         if enable_pydantic_model_return and parsed is not None:
