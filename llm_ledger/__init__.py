@@ -22,6 +22,7 @@ from .config import Settings, default, settings
 from .errors import (
     APICallError,
     BudgetExceededError,
+    BundleError,
     CacheMissError,
     ConfigError,
     InvalidInputError,
@@ -31,8 +32,11 @@ from .errors import (
     LedgerOpenError,
     LedgerUnwritableError,
     NonTerminalError,
+    PickleImportError,
     RateLimitError,
     SchemaVersionError,
+    TransferError,
+    UnsafePickleError,
 )
 from .scope import scope
 
@@ -86,6 +90,7 @@ __all__ = [
     "APICallError",
     "AzureClient",
     "BudgetExceededError",
+    "BundleError",
     "CacheMissError",
     "ConfigError",
     "InvalidInputError",
@@ -98,9 +103,12 @@ __all__ = [
     "LedgerUnwritableError",
     "NonTerminalError",
     "OpenAIClient",
+    "PickleImportError",
     "RateLimitError",
     "SchemaVersionError",
     "Settings",
+    "TransferError",
+    "UnsafePickleError",
     "__version__",
     "_get_client_for_api_type",
     "client",

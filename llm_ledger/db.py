@@ -10,7 +10,6 @@ error everywhere.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -26,16 +25,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from .errors import LedgerOpenError, SchemaVersionError
+from .keys import canonical_json
 from .log import logger
+from .models import TABLES
 
 log = logger
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-LEDGER_TABLES = frozenset({"requests", "responses", "cache_entries", "call_log", "call_tags"})
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+LEDGER_TABLES = frozenset(TABLES)
 
 
 def normalize_url(location: str) -> str:
@@ -102,7 +99,7 @@ def make_engine(location: str, **kwargs: Any) -> Engine:
             "connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         )
     try:
-        engine = create_engine(url, json_serializer=_dumps, **kwargs)
+        engine = create_engine(url, json_serializer=canonical_json, **kwargs)
     except NoSuchModuleError as exc:
         raise LedgerOpenError(f"{describe(url)}: unsupported database URL ({exc})") from None
     except ModuleNotFoundError as exc:

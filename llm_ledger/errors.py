@@ -67,11 +67,31 @@ class APICallError(LedgerError):
     """The API call failed after all attempts; ``sdk_error`` holds the last SDK error (scrubbed
     from the message; not chained, so a traceback never prints an API key it may echo)."""
 
+    sdk_error: BaseException | None
+    """The last error the SDK raised (set by the client after it scrubbed the message)."""
+
     def __init__(self, message: str, *, attempts: int, error_type: str) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.error_type = error_type
+        self.sdk_error = None
 
 
 class RateLimitError(APICallError):
     """The API kept answering 429 until the attempts ran out."""
+
+
+class TransferError(LedgerError):
+    """An export, import or copy cannot be done as asked."""
+
+
+class BundleError(TransferError):
+    """The file is not a bundle this library can import (corrupt, truncated, tampered, too new)."""
+
+
+class PickleImportError(LedgerError):
+    """The pickle cannot be imported (unreadable, or not the seed's cache dict)."""
+
+
+class UnsafePickleError(PickleImportError):
+    """The pickle names code outside the allowed response classes; nothing in it was run."""

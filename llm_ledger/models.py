@@ -60,6 +60,18 @@ Namespace = String(191).with_variant(
 )
 
 
+def read_money(value: Any) -> Decimal | None:
+    """A Money column's value as read from any driver: SQLite's REAL rounded back to 10 places.
+
+    The one reader of stored dollars (SQLAlchemy's, and the raw-DBAPI layer's in statements.py).
+    """
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value.normalize() if value == value.to_integral() else value
+    return Decimal(str(round(float(value), 10)))
+
+
 class Money(TypeDecorator[Decimal]):
     """Exact decimal dollars: NUMERIC(20, 10); on SQLite, rounded back to 10 places on read."""
 
@@ -72,11 +84,7 @@ class Money(TypeDecorator[Decimal]):
         return dialect.type_descriptor(Numeric(20, 10))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        if isinstance(value, Decimal):
-            return value.normalize() if value == value.to_integral() else value
-        return Decimal(str(round(float(value), 10)))
+        return read_money(value)
 
 
 class Base(DeclarativeBase):
@@ -225,4 +233,6 @@ class CallTag(Base):
     value: Mapped[str] = mapped_column(String(255))
 
 
+TABLES = tuple(t.name for t in Base.metadata.sorted_tables)
+"""Every ledger table, parents first: requests, responses, cache_entries, call_log, call_tags."""
 VIEW_NAMES = ("calls", "daily_usage", "model_costs", "cached_answers")

@@ -15,6 +15,7 @@ with their reason, never dropped silently.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import os
 import pickle
@@ -30,10 +31,11 @@ from typing import Any
 
 from . import api, bulk, keys, pricing
 from ._version import __version__
-from .errors import LedgerError
+from .errors import LedgerError, PickleImportError, UnsafePickleError
 from .log import logger
-from .records import Usage
+from .records import CallRecord, Usage
 from .repository import Ledger
+from .statements import call_log_row, usage_columns
 
 log = logger
 
@@ -54,14 +56,6 @@ _SAFE_GLOBALS = frozenset(
        ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal")}
 )  # fmt: skip
 _RESPONSE_MODULES = ("openai.types.", "pydantic.")
-
-
-class PickleImportError(LedgerError):
-    """The pickle cannot be imported (unreadable, or not the seed's cache dict)."""
-
-
-class UnsafePickleError(PickleImportError):
-    """The pickle names code outside the allowed response classes; nothing in it was run."""
 
 
 MAX_PICKLE_BYTES = 1024**3
@@ -276,17 +270,10 @@ def map_value(value: Any) -> dict[str, Any]:
 def _rows(
     i: int, req: keys.CanonicalRequest, response: dict[str, Any], namespace: str, now: datetime
 ) -> dict[str, dict[str, Any]]:
-    usage = api.usage_of(response) or Usage()
+    usage = dataclasses.replace(api.usage_of(response) or Usage(), estimated=False)
     cost = pricing.price_answer(req.model, response, usage)
     response_hash = keys.hash_json(keys.canonical_json(response))
-    tokens = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "tokens_estimated": False,
-    }
+    tokens = usage_columns(usage)
     call_uuid = uuid.uuid5(_UUID_NAMESPACE, f"{namespace}\0{req.request_hash}\0{response_hash}")
     return {
         "request": {
@@ -316,33 +303,28 @@ def _rows(
             "updated_at": now,
         },
         "call": {
-            "call_uuid": str(call_uuid),
-            "created_at": now,
-            "kind": "chat",
-            "api_type": IMPORT_API_TYPE,
-            "endpoint_host": None,
-            "model": req.model,
-            "namespace": namespace,
-            "request_hash": req.request_hash,
-            "slot": 0,
-            "response_id": i,
-            "cache_status": "bypass",
-            "status": "ok",
-            "attempts": 0,
-            "latency_ms": None,
-            **tokens,
-            "items_total": None,
-            "items_hit": None,
-            "error_type": None,
-            "error_message": None,
-            "cost_usd": Decimal(0),
-            "saved_usd": None,
-            "cost_note": COST_NOTE,
-            "price_version": cost.price_version,
-            "run": None,
-            "template": None,
-            "tags": None,
-            "library_version": __version__,
+            **call_log_row(
+                CallRecord(
+                    call_uuid=str(call_uuid),
+                    created_at=now,
+                    kind="chat",
+                    api_type=IMPORT_API_TYPE,
+                    endpoint_host=None,
+                    model=req.model,
+                    namespace=namespace,
+                    request_hash=req.request_hash,
+                    request=req.body,
+                    cache_status="bypass",
+                    status="ok",
+                    library_version=__version__,
+                    slot=0,
+                    usage=usage,
+                    cost_usd=Decimal(0),
+                    cost_note=COST_NOTE,
+                    price_version=cost.price_version,
+                ),
+                response_id=i,
+            ),
             "call_tags": {},
         },
     }

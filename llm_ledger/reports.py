@@ -20,9 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +33,7 @@ from .errors import ConfigError
 from .models import CallLog, CallTag, Request, Response
 from .records import Usage
 from .repository import Ledger
+from .timebounds import parse_time, time_range
 
 __all__ = ["GROUPINGS", "costs", "parse_time", "reprice", "stats", "time_range"]
 
@@ -43,56 +43,8 @@ _RESP = Response.__table__
 _REQ = Request.__table__
 
 GROUPINGS = ("model", "day", "run", "tag", "template")
-DATE_FORMAT_HELP = "YYYY-MM-DD or an ISO 8601 datetime such as 2026-05-01T12:30:00Z (UTC)"
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TEN_PLACES = Decimal("1e-10")  # the ledger's Money columns keep 10 decimal places
 PAID = ("miss", "bypass")  # cache_status of calls that went to the API
-
-
-# --- time bounds --------------------------------------------------------------
-
-
-def parse_time(
-    value: str | date | datetime | None, name: str, *, end: bool = False
-) -> datetime | None:
-    """A report bound as naive UTC; a date alone means its midnight (``end``: the next one)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-        return moment + timedelta(days=1) if end else moment
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            if _DATE_ONLY.fullmatch(text):
-                return parse_time(date.fromisoformat(text), name, end=end)
-            if len(text) < 11 or text[10] not in "Tt ":
-                raise ValueError(text)
-            if text.endswith(("Z", "z")):
-                text = text[:-1] + "+00:00"
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(
-                f"{name}={value!r} is not a date: expected {DATE_FORMAT_HELP}"
-            ) from None
-    else:
-        raise ConfigError(f"{name}={value!r}: expected {DATE_FORMAT_HELP}")
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment
-
-
-def time_range(
-    since: str | date | datetime | None, until: str | date | datetime | None
-) -> tuple[datetime | None, datetime | None]:
-    """``[since, until)`` as naive UTC datetimes; ConfigError if either is malformed or reversed."""
-    lo = parse_time(since, "since")
-    hi = parse_time(until, "until", end=True)
-    if lo is not None and hi is not None and lo >= hi:
-        raise ConfigError(f"since={since!r} is not before until={until!r}: the range is empty")
-    return lo, hi
 
 
 def _where(
@@ -287,7 +239,7 @@ _NOT_A_HIT = text("call_log.cache_status <> 'hit'")
 def _latency_percentiles(
     conn: Connection, model: str, where: Sequence[ColumnElement[bool]], ps: Sequence[float]
 ) -> list[float | None]:
-    timed = [
+    timed: list[Any] = [
         _LOG.c.model == model,
         _LOG.c.latency_ms.is_not(None),
         _LOG.c.status == "ok",

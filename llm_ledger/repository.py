@@ -10,48 +10,35 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
-import operator
 import os
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Dialect,
-    Engine,
-    Insert,
-    bindparam,
-    insert,
-    select,
-)
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import Dialect, Engine, bindparam, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from . import checkpoint, db, hitlog, spool
 from .errors import LedgerUnwritableError
 from .keys import canonical_json, hash_json
 from .log import logger
-from .models import CacheEntry, CallLog, CallTag, Money, Request, Response
+from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .policy import StoreMode
 from .process import state as _process
-from .records import CallRecord, Stored, Usage
+from .records import CallRecord, Stored
+from .statements import CallInsert, Compiled, Dumped, insert_ignore, stored, upsert, usage_columns
 
 log = logger
 
-_ENTRY = CacheEntry.__table__
-_RESP = Response.__table__
-_REQ = Request.__table__
-_LOG = CallLog.__table__
-_TAGS = CallTag.__table__
+_ENTRY: Any = CacheEntry.__table__
+_RESP: Any = Response.__table__
+_REQ: Any = Request.__table__
+_LOG: Any = CallLog.__table__
+_TAGS: Any = CallTag.__table__
 
-_STORED_COLUMNS = (
+STORED_COLUMNS = (
     _ENTRY.c.response_id,
     _RESP.c.response,
     _ENTRY.c.updated_at,
@@ -62,12 +49,10 @@ _STORED_COLUMNS = (
     _RESP.c.total_tokens,
     _RESP.c.cost_usd,
 )
+"""What a lookup reads: the order :func:`llm_ledger.statements.stored` expects."""
 
-
-# Built once: executing a prebuilt statement with a parameter dict skips SQLAlchemy's
-# per-call statement construction and cache-key work (most of the hot path otherwise).
 _LOOKUP = (
-    select(*_STORED_COLUMNS)
+    select(*STORED_COLUMNS)
     .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
     .where(
         _ENTRY.c.namespace == bindparam("ns"),
@@ -75,24 +60,41 @@ _LOOKUP = (
         _ENTRY.c.slot == bindparam("slot"),
     )
 )
-_INSERT_LOG = insert(_LOG)
-_INSERT_RESP = insert(_RESP)
-_INSERT_TAGS = insert(_TAGS)
 _ENTRY_KEYS = ["namespace", "request_hash", "slot"]
+_ENTRY_COLUMNS = [*_ENTRY_KEYS, "response_id", "created_at", "updated_at"]
+_REQUEST_COLUMNS = ["request_hash", "kind", "model", "request", "created_at"]
+_RESP_COLUMNS = [c.name for c in _RESP.columns if c.name != "id"]
 
 
-def _stored(row: Any) -> Stored:
-    return Stored(
-        response_id=row[0],
-        response=row[1],
-        stored_at=row[2],
-        prompt_tokens=row[3],
-        completion_tokens=row[4],
-        cached_tokens=row[5],
-        reasoning_tokens=row[6],
-        total_tokens=row[7],
-        cost_usd=row[8],
-    )
+class _Statements:
+    """The hot path's statements, compiled once for one dialect (see statements.py)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.returning = dialect.name == "postgresql"
+        insert_response = insert(_RESP)
+        if self.returning:
+            insert_response = insert_response.returning(_RESP.c.id)
+        self.lookup = Compiled(_LOOKUP, dialect)
+        self.request_ignore = Compiled(
+            insert_ignore(dialect, _REQ, ["request_hash"]), dialect, _REQUEST_COLUMNS
+        )
+        self.insert_response = Compiled(insert_response, dialect, _RESP_COLUMNS)
+        self.entry_ignore = Compiled(
+            insert_ignore(dialect, _ENTRY, _ENTRY_KEYS), dialect, _ENTRY_COLUMNS
+        )
+        self.entry_upsert = Compiled(
+            upsert(dialect, _ENTRY, _ENTRY_KEYS, ["response_id", "updated_at"]),
+            dialect,
+            _ENTRY_COLUMNS,
+        )
+        self.insert_call = CallInsert(dialect, returning=self.returning)
+        self.insert_tags = Compiled(insert(_TAGS), dialect, ["call_id", "name", "value"])
+        self.call_exists = Compiled(
+            select(_LOG.c.id).where(_LOG.c.call_uuid == bindparam("u")), dialect
+        )
+
+    def new_id(self, cur: Any) -> int:
+        return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
 
 
 class Ledger:
@@ -129,19 +131,7 @@ class Ledger:
         # retried before the next API call, by recover() and at exit (docs/reliability.md).
         self._held: list[CallRecord] = []
         self._held_lock = threading.Lock()
-        self._sql = _Statements(
-            self.engine.dialect,
-            {
-                "lookup": _LOOKUP,
-                "request_ignore": self.insert_ignore(_REQ, ["request_hash"]),
-                "insert_response": _INSERT_RESP,
-                "entry_ignore": self.insert_ignore(_ENTRY, _ENTRY_KEYS),
-                "entry_upsert": self._upsert(_ENTRY, _ENTRY_KEYS, ["response_id", "updated_at"]),
-                "insert_log": _INSERT_LOG,
-                "insert_tags": _INSERT_TAGS,
-                "call_exists": select(_LOG.c.id).where(_LOG.c.call_uuid == bindparam("u")),
-            },
-        )
+        self._sql = _Statements(self.engine.dialect)
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
         # Spooled calls are written back as soon as the database takes writes again.
         self.recovered_at_open: dict[str, int] | None = None
@@ -195,27 +185,27 @@ class Ledger:
             with hot.lock:
                 cur = hot.conn.cursor()
                 try:
-                    row = self._sql.run(cur, "lookup", params).fetchone()
+                    row = self._sql.lookup.run(cur, params).fetchone()
                 finally:
                     cur.close()
-            return self._sql.stored(row) if row is not None else None
+            return stored(row) if row is not None else None
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            row = self._sql.run(cur, "lookup", params).fetchone()
+            row = self._sql.lookup.run(cur, params).fetchone()
             cur.close()
             if self.dialect != "sqlite":
                 conn.rollback()  # end the read transaction the driver opened
         finally:
             conn.close()
-        return self._sql.stored(row) if row is not None else None
+        return stored(row) if row is not None else None
 
     def lookup_many(self, namespace: str, hashes: Sequence[str]) -> dict[str, Stored]:
         """Slot-0 answers for several requests at once (embedding items)."""
         if not hashes:
             return {}
         stmt = (
-            select(_ENTRY.c.request_hash, *_STORED_COLUMNS)
+            select(_ENTRY.c.request_hash, *STORED_COLUMNS)
             .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
             .where(
                 _ENTRY.c.namespace == namespace,
@@ -224,7 +214,7 @@ class Ledger:
             )
         )
         with self.engine.connect() as conn:
-            return {row[0]: _stored(row[1:]) for row in conn.execute(stmt)}
+            return {row[0]: Stored(row[1], *row[2:]) for row in conn.execute(stmt)}
 
     def has_call(self, call_uuid: str) -> bool:
         with self.engine.connect() as conn:
@@ -384,7 +374,7 @@ class Ledger:
         call cached that slot meanwhile, the audit row still names the answer given.
         """
         st, now = self._sql, rec.created_at
-        body = rec.request if rec.request_text is None else _Dumped(rec.request_text)
+        body = rec.request if rec.request_text is None else Dumped(rec.request_text)
         requests = {rec.request_hash: (rec.kind, rec.model, body)}
         for a in rec.answers:
             requests.setdefault(a.request_hash, (a.kind, a.model, a.request))
@@ -394,25 +384,25 @@ class Ledger:
         ]
         if rec.served_response_id is None or rec.answers:
             # A hit's request row exists already: its cache entry references it.
-            st.run_many(cur, "request_ignore", rows)
+            st.request_ignore.run_many(cur, rows)
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
             text = canonical_json(a.response)  # serialised once: its hash and its column
-            rid = st.insert_id(
+            st.insert_response.run(
                 cur,
-                "insert_response",
                 {
                     "request_hash": a.request_hash,
                     "response_hash": hash_json(text),
-                    "response": _Dumped(text),
-                    **_usage_columns(a.usage),
+                    "response": Dumped(text),
+                    **usage_columns(a.usage),
                     "cost_usd": a.cost_usd,
                     "cost_note": a.cost_note,
                     "price_version": a.price_version,
                     "created_at": now,
                 },
             )
+            rid = st.new_id(cur)
             response_ids.append(rid)
             entry = {
                 "namespace": a.namespace,
@@ -423,79 +413,27 @@ class Ledger:
                 "updated_at": now,
             }
             if a.store is StoreMode.INSERT:
-                if st.run(cur, "entry_ignore", entry).rowcount != 1:
+                if st.entry_ignore.run(cur, entry).rowcount != 1:
                     # Another writer stored this slot first: the caller gets their answer.
-                    row = st.run(
-                        cur, "lookup", {"ns": a.namespace, "h": a.request_hash, "slot": a.slot}
+                    row = st.lookup.run(
+                        cur, {"ns": a.namespace, "h": a.request_hash, "slot": a.slot}
                     ).fetchone()
                     if row is not None:
-                        winners[i] = st.stored(row)
+                        winners[i] = stored(row)
             elif a.store is StoreMode.REPLACE:
-                st.run(cur, "entry_upsert", entry)
+                st.entry_upsert.run(cur, entry)
         response_id = rec.served_response_id
         if rec.primary_answer is not None:
             p = rec.primary_answer
             lost_race = p in winners and not recovering
             response_id = winners[p].response_id if lost_race else response_ids[p]
-        call_id = st.insert_id(
-            cur,
-            "insert_log",
-            {
-                "call_uuid": rec.call_uuid,
-                "created_at": rec.created_at,
-                "kind": rec.kind,
-                "api_type": rec.api_type,
-                "endpoint_host": rec.endpoint_host,
-                "model": rec.model,
-                "namespace": rec.namespace,
-                "request_hash": rec.request_hash,
-                "slot": rec.slot,
-                "response_id": response_id,
-                "cache_status": rec.cache_status,
-                "status": rec.status,
-                "attempts": rec.attempts,
-                "latency_ms": rec.latency_ms,
-                **_usage_columns(rec.usage),
-                "items_total": rec.items_total,
-                "items_hit": rec.items_hit,
-                "error_type": rec.error_type,
-                "error_message": rec.error_message,
-                "cost_usd": rec.cost_usd,
-                "saved_usd": rec.saved_usd,
-                "cost_note": rec.cost_note,
-                "price_version": rec.price_version,
-                "run": rec.run,
-                "template": rec.template,
-                "tags": rec.tags or None,
-                "library_version": rec.library_version,
-            },
-        )
+        cur.execute(st.insert_call.sql, st.insert_call.record_params(rec, response_id))
         if rec.tags:
-            st.run_many(
-                cur,
-                "insert_tags",
-                [{"call_id": call_id, "name": k, "value": v} for k, v in rec.tags.items()],
+            call_id = st.new_id(cur)
+            st.insert_tags.run_many(
+                cur, [{"call_id": call_id, "name": k, "value": v} for k, v in rec.tags.items()]
             )
         return winners
-
-    def _upsert(self, table: Any, keys: list[str], update: list[str]) -> Insert:
-        if self.dialect in ("mysql", "mariadb"):
-            ins = mysql.insert(table)
-            return ins.on_duplicate_key_update({c: ins.inserted[c] for c in update})
-        ins = (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
-        return ins.on_conflict_do_update(
-            index_elements=keys, set_={c: ins.excluded[c] for c in update}
-        )
-
-    def insert_ignore(self, table: Any, keys: list[str]) -> Insert:
-        """INSERT that skips rows whose ``keys`` exist already (used by bulk.py too)."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
-        if self.dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
-        # MySQL/MariaDB: IGNORE only ever meets the unique key here (the referenced rows
-        # are written earlier in the same transaction).
-        return insert(table).prefix_with("IGNORE")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -601,7 +539,7 @@ class Ledger:
         """One spooled record: ``written``, ``already_present``, ``dead`` or ``pending``."""
         try:
             with self._transaction() as cur:
-                if self._sql.run(cur, "call_exists", {"u": rec.call_uuid}).fetchone():
+                if self._sql.call_exists.run(cur, {"u": rec.call_uuid}).fetchone():
                     return "already_present"
                 self._record(cur, rec, recovering=True)
                 return "written"
@@ -640,147 +578,6 @@ class Ledger:
         if isinstance(getattr(exc, "orig", exc), (dbapi.DataError, dbapi.IntegrityError)):
             return True
         return not isinstance(exc, self.errors)
-
-
-class _Statements:
-    """Hot-path statements compiled once for one dialect, run on a DBAPI cursor.
-
-    SQLAlchemy builds and compiles them; executing the compiled SQL directly skips its
-    per-call execution machinery, which otherwise costs more than SQLite itself. The
-    value conversions SQLAlchemy's types would do are done here, for these columns only.
-    """
-
-    def __init__(self, dialect: Dialect, statements: dict[str, Any]) -> None:
-        self.dialect = dialect
-        self.sqlite = dialect.name == "sqlite"
-        self.returning = dialect.name == "postgresql"
-        self.compiled: dict[str, tuple[str, Any, Any]] = {}
-        for name, stmt in statements.items():
-            table = getattr(stmt, "table", None)
-            if self.returning and name in ("insert_response", "insert_log"):
-                stmt = stmt.returning(table.c.id)
-            keys = _COLUMN_KEYS.get(name)
-            c = stmt.compile(dialect=dialect, column_keys=keys)
-            names = list(c.positiontup) if dialect.positional else list(keys or [])
-            convs = [self._converter(table.c.get(k) if table is not None else None) for k in names]
-            if dialect.positional:
-                # Positional: pick the values in order in C, then convert the few that need it.
-                pick = operator.itemgetter(*names) if len(names) > 1 else _single(names)
-                fix = tuple((i, conv) for i, conv in enumerate(convs) if conv is not None)
-                self.compiled[name] = (str(c), pick, fix)
-            else:
-                self.compiled[name] = (str(c), None, dict(zip(names, convs, strict=True)))
-
-    def _converter(self, column: Any) -> Any:
-        """The one conversion a column's values need for this driver (None passes through)."""
-        if column is None:
-            return None
-        kind = column.type
-        if isinstance(kind, JSON) or getattr(kind, "impl", None).__class__ is JSON:
-            return _json_or_none
-        if self.sqlite and isinstance(kind, DateTime):
-            return _sqlite_datetime
-        if self.sqlite and isinstance(kind, Money):
-            return _float_or_none
-        return None
-
-    def _args(self, name: str, params: dict[str, Any]) -> Any:
-        sql, pick, convs = self.compiled[name]
-        if pick is not None:
-            if not convs:
-                return sql, pick(params)
-            values = list(pick(params))
-            for i, conv in convs:
-                values[i] = conv(values[i])
-            return sql, values
-        return sql, {k: (v if convs.get(k) is None else convs[k](v)) for k, v in params.items()}
-
-    def run(self, cur: Any, name: str, params: dict[str, Any]) -> Any:
-        cur.execute(*self._args(name, params))
-        return cur
-
-    def run_many(self, cur: Any, name: str, rows: list[dict[str, Any]]) -> None:
-        cur.executemany(self.compiled[name][0], [self._args(name, r)[1] for r in rows])
-
-    def insert_id(self, cur: Any, name: str, params: dict[str, Any]) -> int:
-        self.run(cur, name, params)
-        return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
-
-    def stored(self, row: Any) -> Stored:
-        response = row[1] if isinstance(row[1], dict) else json.loads(row[1])
-        stored_at = row[2] if isinstance(row[2], datetime) else datetime.fromisoformat(row[2])
-        cost = row[8]
-        if cost is not None and not isinstance(cost, Decimal):
-            cost = Decimal(str(round(float(cost), 10)))
-        return Stored(row[0], response, stored_at, row[3], row[4], row[5], row[6], row[7], cost)
-
-
-def _single(names: list[str]) -> Any:
-    """itemgetter for one name, returning a 1-tuple as itemgetter does for several."""
-    (name,) = names
-    return lambda params: (params[name],)
-
-
-def _usage_columns(u: Usage) -> dict[str, Any]:
-    """The token columns ``responses`` and ``call_log`` share."""
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "cached_tokens": u.cached_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "total_tokens": u.total_tokens,
-        "tokens_estimated": u.estimated,
-    }
-
-
-class _Dumped:
-    """A JSON column's value already serialised (as db._dumps would), passed through as is."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _json_or_none(v: Any) -> Any:
-    if v is None:
-        return None
-    return v.text if v.__class__ is _Dumped else db._dumps(v)
-
-
-def _sqlite_datetime(v: Any) -> Any:
-    # SQLAlchemy's SQLite DateTime storage format, so ORM/Core reads parse it back.
-    return None if v is None else v.isoformat(sep=" ", timespec="microseconds")
-
-
-def _float_or_none(v: Any) -> Any:
-    return None if v is None else float(v)
-
-
-_LOG_COLUMNS = [c.name for c in _LOG.columns if c.name != "id"]
-_RESP_COLUMNS = [c.name for c in _RESP.columns if c.name != "id"]
-_COLUMN_KEYS = {
-    "request_ignore": ["request_hash", "kind", "model", "request", "created_at"],
-    "insert_response": _RESP_COLUMNS,
-    "entry_ignore": [
-        "namespace",
-        "request_hash",
-        "slot",
-        "response_id",
-        "created_at",
-        "updated_at",
-    ],
-    "entry_upsert": [
-        "namespace",
-        "request_hash",
-        "slot",
-        "response_id",
-        "created_at",
-        "updated_at",
-    ],
-    "insert_log": _LOG_COLUMNS,
-    "insert_tags": ["call_id", "name", "value"],
-}
 
 
 class _Hot:

@@ -16,13 +16,12 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +30,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, Stri
 
 from . import bulk, db
 from ._version import __version__
-from .errors import LedgerError
+from .errors import BundleError, TransferError
 from .keys import canonical_json, hash_json
 from .log import logger
 from .models import CacheEntry, CallLog, Money, Request, Response
@@ -50,14 +49,6 @@ RECORD_TYPES = {
     "call": "calls",
 }
 _ORDER = {t: i for i, t in enumerate(RECORD_TYPES)}
-
-
-class TransferError(LedgerError):
-    """An export, import or copy cannot be done as asked."""
-
-
-class BundleError(TransferError):
-    """The file is not a bundle this library can import (corrupt, truncated, tampered, too new)."""
 
 
 # --- the record format --------------------------------------------------------
@@ -122,10 +113,7 @@ def encode(rtype: str, row: dict[str, Any]) -> bytes:
         if f.kind in ("object", "tags") and isinstance(value, str):
             value = json.loads(value)  # the driver's JSON text
         rec[name] = _encode_value(value)
-    text = json.dumps(
-        rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    return text.encode("utf-8") + b"\n"
+    return canonical_json(rec).encode("utf-8") + b"\n"
 
 
 def _decode_value(f: Field, value: Any) -> Any:
@@ -389,59 +377,6 @@ def verify_bundle(path: str | os.PathLike[str]) -> Verified:
     return Verified(header, checksum, refs.bad_responses)
 
 
-# --- progress -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def progress_bar(
-    enabled: bool, description: str, total: int | None
-) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr when enabled; yields advance(n)."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-def parse_when(value: str, *, end: bool = False) -> datetime:
-    """A CLI date or date-time as naive UTC, read as ``llm-ledger calls`` reads them.
-
-    A date alone is its midnight; with ``end`` (an ``--until`` bound) the next midnight,
-    so ``--until 2025-06-30`` includes that day. Offsets (``+02:00``, ``Z``) are converted.
-    """
-    text = value.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = date.fromisoformat(text) + timedelta(days=1 if end else 0)
-            return datetime(day.year, day.month, day.day)
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise TransferError(
-            f"{value!r} is not a date; use a date (2025-06-01) or a UTC date-time "
-            "(2025-06-01T12:30:00, or with an offset such as +02:00)"
-        ) from None
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
-    return when
-
-
 # --- export -------------------------------------------------------------------
 
 _READERS = {
@@ -685,3 +620,14 @@ def copy_ledger(
         seconds=result["seconds"],
     )
     return result
+
+
+def progress_bar(
+    enabled: bool, description: str, total: int | None
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """The CLI's progress bar (cli/output.py), imported only when one is drawn."""
+    if not enabled:
+        return contextlib.nullcontext(lambda n: None)
+    from .cli.output import progress_bar as bar
+
+    return bar(enabled, description, total)

@@ -106,7 +106,7 @@ def test_cli_help_imports_no_heavy_dependency() -> None:
 
 def test_cli_help_lists_the_same_commands_and_help_as_the_imported_modules() -> None:
     lazy = run(HELP)
-    eager = run("from llm_ledger.cli import core, costs, sql, transfer\n" + HELP)
+    eager = run("from llm_ledger.cli import admin, calls, costs, sql, transfer\n" + HELP)
     assert "Commands:" in lazy and "import-pickle" in lazy
     assert lazy == eager
 

@@ -1,9 +1,10 @@
 """The ``llm-ledger`` command line.
 
-One Typer app; commands live by subject: ``core.py`` (info, migrate, calls, show,
-recover, demo), ``sql.py`` (sql, and the read-only connections), ``costs.py`` (costs,
-stats, reprice), ``transfer.py`` (export, import, copy, import-pickle, prune, vacuum).
-Output helpers are in ``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
+One Typer app; commands live by subject: ``admin.py`` (info, migrate, recover, demo),
+``calls.py`` (calls, show), ``sql.py`` (sql, and the read-only connections),
+``costs.py`` (costs, stats, reprice), ``transfer.py`` (export, import, copy,
+import-pickle, prune, vacuum). Output, errors, dates and progress bars are in
+``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
 
 Why the command modules load lazily: they import SQLAlchemy, Alembic, the OpenAI SDK
 (~1.5 s together), and ``llm-ledger --help`` needs none of that. ``_LazyGroup`` lists

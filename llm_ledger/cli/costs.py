@@ -13,13 +13,11 @@ from typing import Annotated
 
 import typer
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db, reports
-from ..errors import LedgerError
 from ..repository import Ledger
 from . import app
-from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, wide
+from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, failing, wide
 
 # The group of calls without a run / template, named (a blank cell read as missing data).
 NO_GROUP = {"run": "(no run)", "template": "(no template)", "model": "(none)", "day": "(none)"}
@@ -56,18 +54,12 @@ def _ledger(location: str) -> Iterator[Ledger]:
             f"no ledger at {path}: one is created by the first call, or by "
             f"`llm-ledger --db {shlex.quote(str(path))} migrate`"
         )
-    try:
+    with failing(location):
         ledger = Ledger(location)
-    except LedgerError as exc:
-        fail(str(exc))
-    try:
-        yield ledger
-    except (LedgerError, ValueError) as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        fail(f"{db.describe(ledger.url)}: {getattr(exc, 'orig', None) or exc}")
-    finally:
-        ledger.close()
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
 
 @contextmanager
@@ -76,13 +68,8 @@ def _reading(location: str) -> Iterator[Connection]:
     ledger or replays its spool (``Ledger(...)`` would, on SQLite)."""
     from .sql import read_only
 
-    with read_only(location) as conn:
-        try:
-            yield conn
-        except (LedgerError, ValueError) as exc:
-            fail(str(exc))
-        except SQLAlchemyError as exc:
-            fail(f"{db.describe(db.normalize_url(location))}: {getattr(exc, 'orig', None) or exc}")
+    with read_only(location) as conn, failing(location):
+        yield conn
 
 
 @app.command()

@@ -1,14 +1,15 @@
-"""Printing rows as a rich table, CSV or JSON, and failing with a message and exit code 2."""
+"""Printing rows as a rich table, CSV or JSON, progress bars, and failing with a message and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import io
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn
@@ -16,6 +17,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import db
+from ..errors import ConfigError, LedgerError
+from ..timebounds import parse_time
 
 # Tables piped to a file or another program are not folded to a terminal's width.
 PIPE_WIDTH = 240
@@ -74,6 +80,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _json(value: Any, *, sort_keys: bool = False) -> str:
+    """What ``--format json`` prints: indented, non-ASCII kept, anything else as text."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=sort_keys, default=str)
+
+
 def wide() -> int:
     """A table width: the terminal's when there is one, else wide enough not to fold rows."""
     console = Console()
@@ -96,8 +107,7 @@ def emit(
     line and JSON is ``[]``, for programs).
     """
     if fmt is Format.json:
-        out = [{c: _plain(r.get(c)) for c in columns} for r in rows]
-        typer.echo(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+        typer.echo(_json([{c: _plain(r.get(c)) for c in columns} for r in rows]))
     elif fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -119,7 +129,7 @@ def emit(
 
 def emit_object(obj: Mapping[str, Any]) -> None:
     """One JSON object (``--format json`` of a single thing: ``show``, ``info``)."""
-    typer.echo(json.dumps(plain(obj), ensure_ascii=False, indent=2, default=str))
+    typer.echo(_json(plain(obj)))
 
 
 def emit_fields(title: str, fields: Iterable[tuple[str, Any]], indent: int = 2) -> None:
@@ -141,7 +151,7 @@ def emit_json_block(title: str, value: Any, indent: int = 2) -> None:
     if value is None:
         typer.echo(f"{' ' * indent}-")
         return
-    text = json.dumps(plain(value), ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    text = _json(plain(value), sort_keys=True)
     for line in text.splitlines():
         typer.echo(f"{' ' * indent}{line}")
 
@@ -154,3 +164,72 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def stdin_text() -> str:
     return sys.stdin.read()
+
+
+def where(location: str) -> str:
+    """The ledger's URL as messages show it (password hidden)."""
+    return db.describe(db.normalize_url(location))
+
+
+def db_message(exc: BaseException) -> str:
+    """The database's own message for a SQLAlchemy/driver error, on one line."""
+    orig = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
+        return str(args[1]).strip()
+    return str(orig).strip()
+
+
+@contextlib.contextmanager
+def failing(location: str | None = None) -> Iterator[None]:
+    """Library, database and file errors become one line on stderr and exit code 2.
+
+    The one error wrapper of the commands: ``location`` names the ledger in database errors.
+    """
+    try:
+        yield
+    except (LedgerError, ValueError) as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        prefix = f"{where(location)}: " if location is not None else ""
+        fail(f"{prefix}database error: {db_message(exc)}")
+    except OSError as exc:
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def time_option(value: str | None, option: str, *, end: bool = False) -> datetime | None:
+    """A ``--since``/``--until`` value read by :func:`llm_ledger.timebounds.parse_time`."""
+    try:
+        return parse_time(value, option, end=end)
+    except ConfigError:
+        fail(
+            f"{option} {value!r}: expected a date (2026-05-01) or a UTC datetime "
+            "(2026-05-01T12:30:00, or with an offset such as +02:00)"
+        )
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool, description: str, total: int | None
+) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr when enabled; yields advance(n)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

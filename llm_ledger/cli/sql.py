@@ -27,7 +27,8 @@ from .. import db, sqlguard
 from ..errors import LedgerError
 from ..sqlguard import statements
 from . import app
-from .output import FORMAT_OPTION, Format, emit, fail, stdin_text, wide
+from .output import FORMAT_OPTION, Format, db_message, emit, fail, stdin_text, wide
+from .output import where as location_name
 
 # --- read-only connections ---------------------------------------------------
 
@@ -91,10 +92,6 @@ def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection
         engine.dispose()
 
 
-def location_name(location: str) -> str:
-    return db.describe(db.normalize_url(location))
-
-
 def _check_ledger(conn: Connection, where: str) -> None:
     rev, head = db.current_revision(conn), db.head_revision()
     if rev == head:
@@ -110,14 +107,6 @@ def _check_ledger(conn: Connection, where: str) -> None:
             f"(its newest is {head}); upgrade with `pip install -U llm-ledger`"
         )
     fail(f"{where} has schema revision {rev}, older than {head}; run `llm-ledger migrate` first")
-
-
-def db_message(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
-        return str(args[1]).strip()
-    return str(orig).strip()
 
 
 # --- one statement, read-only -------------------------------------------------

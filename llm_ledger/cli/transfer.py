@@ -5,21 +5,19 @@ See docs/transfer.md (what each does exactly) and docs/bundle-format.md.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from .. import bulk, pickles, transfer
 from ..db import describe, normalize_url
-from ..errors import LedgerError
+from ..errors import ConfigError
+from ..timebounds import DATE_FORMAT_HELP, parse_time
 from . import app
-from .output import FORMAT_OPTION, Format, Since, Until, emit, fail
+from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, failing
 
 ProgressOption = Annotated[
     bool,
@@ -30,30 +28,15 @@ ProgressOption = Annotated[
 TALLY_COLUMNS = ("records", "added", "already_present", "refused")
 
 
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Library and database errors become one line on stderr and exit code 2."""
-    try:
-        yield
-    except LedgerError as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        fail(f"database error, nothing was changed: {getattr(exc, 'orig', None) or exc}")
-    except OSError as exc:
-        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-
-
 def _progress(flag: bool) -> bool:
     return flag or sys.stderr.isatty()
 
 
 def _when(value: str | None, option: str, *, end: bool = False) -> datetime | None:
-    if value is None:
-        return None
     try:
-        return transfer.parse_when(value, end=end)
-    except LedgerError as exc:
-        fail(f"{option}: {exc}")
+        return parse_time(value, option, end=end)
+    except ConfigError:
+        fail(f"{option}: {value!r} is not a date: expected {DATE_FORMAT_HELP}")
 
 
 def _tallies(result: dict[str, Any], fmt: Format, verb: str) -> None:
@@ -62,8 +45,7 @@ def _tallies(result: dict[str, Any], fmt: Format, verb: str) -> None:
     A call's tags travel inside its record: they are not records of their own, so the table
     (which adds up to its total) leaves them out, and a line says what became of them.
     """
-    kinds = ("requests", "responses", "cache_entries", "calls")
-    rows = [{"records": k, **result[k]} for k in kinds]
+    rows = [{"records": k, **result[k]} for k in bulk.MERGED if k != "call_tags"]
     rows.append({"records": "total", **{c: result[c] for c in TALLY_COLUMNS[1:]}})
     emit(rows, TALLY_COLUMNS, fmt)
     if fmt is not Format.table:
@@ -106,7 +88,7 @@ def export_cmd(
 
     Example: llm-ledger export june.jsonl.gz --since 2025-06-01 --until 2025-06-30
     """
-    with _errors():
+    with failing():
         result = transfer.export_bundle(
             ctx.obj.db,
             file,
@@ -138,7 +120,7 @@ def import_cmd(
 
     Example: llm-ledger --db postgresql://me@db.internal/ledger import june.jsonl.gz
     """
-    with _errors():
+    with failing():
         result = transfer.import_bundle(ctx.obj.db, file, progress=_progress(progress))
     _tallies(result, fmt, "imported")
 
@@ -156,7 +138,7 @@ def copy_cmd(
 
     Example: llm-ledger --db llm_ledger.db copy --to postgresql://me@db.internal/ledger
     """
-    with _errors():
+    with failing():
         result = transfer.copy_ledger(
             ctx.obj.db, to, batch_size=batch_size, progress=_progress(progress)
         )
@@ -187,7 +169,7 @@ def import_pickle_cmd(
 
     Example: llm-ledger import-pickle openai_api_cache.pickle
     """
-    with _errors():
+    with failing():
         result = pickles.import_pickle(ctx.obj.db, file, namespace=namespace)
     _tallies(result, fmt, "imported")
     if fmt is Format.table:
@@ -225,7 +207,7 @@ def prune_cmd(
     """
     when = _when(before, "--before")
     assert when is not None
-    with _errors():
+    with failing():
         result = bulk.prune(ctx.obj.db, when, keep_cache=keep_cache, dry_run=dry_run)
     column = "would_delete" if dry_run else "deleted"
     rows = [{"table": t, column: n} for t, n in result["deleted"].items()]
@@ -248,6 +230,6 @@ def vacuum_cmd(ctx: typer.Context, fmt: Format = FORMAT_OPTION) -> None:
 
     Example: llm-ledger --db postgresql://me@db.internal/ledger vacuum
     """
-    with _errors():
+    with failing():
         result = bulk.vacuum(ctx.obj.db)
     emit([result], ("database", "engine", "bytes_before", "bytes_after"), fmt)
