@@ -9,6 +9,10 @@ migrations. docs/schema.md is generated from this metadata plus the views.
 - ``cache_entries``: the current answer per (namespace, request_hash, slot).
 - ``call_log``: the audit log, one row per call (hit, miss, bypass, error, refusal).
 - ``call_tags``: one row per tag of a call, so reports can group by tag on every engine.
+
+Every column carries its meaning and unit (``comment=``): the database keeps it as the
+column's COMMENT and docs/schema.md is generated from it. That is why this module is
+longer than ~450 lines; the tables themselves fit on a screen each.
 """
 
 from __future__ import annotations
@@ -96,11 +100,28 @@ class Request(Base):
 
     __tablename__ = "requests"
 
-    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    model: Mapped[str] = mapped_column(String(200))
-    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    request_hash: Mapped[str] = mapped_column(
+        String(64),
+        primary_key=True,
+        comment=(
+            "SHA-256 (64 hex chars) of the canonical request JSON (sorted keys, compact);"
+            " with namespace and slot, the cache key."
+        ),
+    )
+    kind: Mapped[str] = mapped_column(String(16), comment="`chat` or `embedding`.")
+    model: Mapped[str] = mapped_column(
+        String(200), comment="Model, or Azure deployment, as requested."
+    )
+    request: Mapped[dict[str, Any]] = mapped_column(
+        JSONType,
+        comment=(
+            "The canonical request (JSON): kind, model, messages or input, params. What "
+            "was hashed, unless the client's `redact` hook changed it before storing."
+        ),
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="When the request was first stored (naive UTC timestamp, microseconds)."
+    )
 
 
 class Response(Base):
@@ -108,21 +129,79 @@ class Response(Base):
 
     __tablename__ = "responses"
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"), index=True)
+    id: Mapped[int] = mapped_column(
+        Id, primary_key=True, autoincrement=True, comment="Surrogate key."
+    )
+    request_hash: Mapped[str] = mapped_column(
+        ForeignKey("requests.request_hash"),
+        index=True,
+        comment="The request answered (requests.request_hash).",
+    )
     # SHA-256 of the canonical response JSON: a response's identity across ledgers (import, copy).
-    response_hash: Mapped[str] = mapped_column(String(64), index=True)
-    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
-    completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    cached_tokens: Mapped[int | None] = mapped_column(Integer)
-    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
-    total_tokens: Mapped[int | None] = mapped_column(Integer)
-    tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
-    cost_usd: Mapped[Decimal | None] = mapped_column(Money)
-    cost_note: Mapped[str | None] = mapped_column(Text)
-    price_version: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    response_hash: Mapped[str] = mapped_column(
+        String(64),
+        index=True,
+        comment=(
+            "SHA-256 of the canonical response JSON: the same answer's identity across "
+            "ledgers (export, import, copy)."
+        ),
+    )
+    response: Mapped[dict[str, Any]] = mapped_column(
+        JSONType,
+        comment=(
+            "The answer as the SDK returned it (JSON): a `chat.completion`, or an embedding `list`."
+        ),
+    )
+    prompt_tokens: Mapped[int | None] = mapped_column(
+        Integer, comment="Input tokens billed (tokens); includes cached_tokens."
+    )
+    completion_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment="Output tokens billed (tokens); includes reasoning_tokens; 0 for embeddings.",
+    )
+    cached_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "Input tokens read from OpenAI's prompt cache (tokens), billed at the "
+            "cached-input price."
+        ),
+    )
+    reasoning_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "Hidden reasoning tokens of reasoning models (tokens), part of completion_tokens."
+        ),
+    )
+    total_tokens: Mapped[int | None] = mapped_column(
+        Integer, comment="prompt_tokens + completion_tokens (tokens)."
+    )
+    tokens_estimated: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        comment=(
+            "True when the token counts were counted locally (tiktoken) because the API "
+            "reported none, or split between the items of an embedding batch."
+        ),
+    )
+    cost_usd: Mapped[Decimal | None] = mapped_column(
+        Money,
+        comment=(
+            "What this answer cost (USD); NULL when it could not be priced (cost_note says why)."
+        ),
+    )
+    cost_note: Mapped[str | None] = mapped_column(
+        Text, comment="Why cost_usd is NULL, or how the model was priced."
+    )
+    price_version: Mapped[str | None] = mapped_column(
+        String(64),
+        comment=(
+            "The price table behind cost_usd, e.g. `genai-prices 0.2.3`, or `custom` "
+            "(LLM_LEDGER_PRICES)."
+        ),
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="When the answer was stored (naive UTC timestamp, microseconds)."
+    )
 
 
 class CacheEntry(Base):
@@ -131,13 +210,44 @@ class CacheEntry(Base):
     __tablename__ = "cache_entries"
     __table_args__ = (UniqueConstraint("namespace", "request_hash", "slot"),)
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    namespace: Mapped[str] = mapped_column(Namespace, default="")
-    request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"))
-    slot: Mapped[int] = mapped_column(Integer, default=0)
-    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    id: Mapped[int] = mapped_column(
+        Id, primary_key=True, autoincrement=True, comment="Surrogate key."
+    )
+    namespace: Mapped[str] = mapped_column(
+        Namespace,
+        default="",
+        comment=(
+            "Cache namespace, `''` by default (scope(namespace=...), "
+            "LLM_LEDGER_NAMESPACE): separate caches in one ledger."
+        ),
+    )
+    request_hash: Mapped[str] = mapped_column(
+        ForeignKey("requests.request_hash"), comment="The request (requests.request_hash)."
+    )
+    slot: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        comment=(
+            "Sample slot (count from 0): the k-th identical sampled request (temperature "
+            "> 0 or none sent, or n > 1) of a run gets slot k, so a re-run replays the same "
+            "sequence. 0 for deterministic requests."
+        ),
+    )
+    response_id: Mapped[int] = mapped_column(
+        ForeignKey("responses.id"),
+        index=True,
+        comment="The answer served now (responses.id); refresh repoints it.",
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="When the entry was created (naive UTC timestamp, microseconds)."
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        comment=(
+            "When it last got a new answer (naive UTC timestamp, microseconds); max_age "
+            "is measured from here."
+        ),
+    )
 
 
 # What every cost report reads besides its group column: filters, then the summed columns.
@@ -185,39 +295,167 @@ class CallLog(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    call_uuid: Mapped[str] = mapped_column(String(36), unique=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)  # indexed by ix_call_log_costs_by_day
-    kind: Mapped[str] = mapped_column(String(16))
-    api_type: Mapped[str] = mapped_column(String(16))
-    endpoint_host: Mapped[str | None] = mapped_column(String(255))
-    model: Mapped[str] = mapped_column(String(200))
-    namespace: Mapped[str] = mapped_column(Namespace, default="")
-    request_hash: Mapped[str] = mapped_column(ForeignKey("requests.request_hash"), index=True)
-    slot: Mapped[int | None] = mapped_column(Integer)
-    response_id: Mapped[int | None] = mapped_column(ForeignKey("responses.id"), index=True)
-    cache_status: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(8))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    latency_ms: Mapped[float | None] = mapped_column(Double)  # FLOAT is single precision on MariaDB
-    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
-    completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    cached_tokens: Mapped[int | None] = mapped_column(Integer)
-    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
-    total_tokens: Mapped[int | None] = mapped_column(Integer)
-    tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
-    items_total: Mapped[int | None] = mapped_column(Integer)
-    items_hit: Mapped[int | None] = mapped_column(Integer)
-    error_type: Mapped[str | None] = mapped_column(String(100))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    cost_usd: Mapped[Decimal | None] = mapped_column(Money)
-    saved_usd: Mapped[Decimal | None] = mapped_column(Money)
-    cost_note: Mapped[str | None] = mapped_column(Text)
-    price_version: Mapped[str | None] = mapped_column(String(64))
-    run: Mapped[str | None] = mapped_column(String(200))
-    template: Mapped[str | None] = mapped_column(String(400))
-    tags: Mapped[dict[str, str] | None] = mapped_column(JSONType)
-    library_version: Mapped[str] = mapped_column(String(32))
+    id: Mapped[int] = mapped_column(
+        Id,
+        primary_key=True,
+        autoincrement=True,
+        comment="Surrogate key, increasing in insertion order.",
+    )
+    call_uuid: Mapped[str] = mapped_column(
+        String(36),
+        unique=True,
+        comment="UUID4 of the call: spool recovery writes each call exactly once.",
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="When the call was made (naive UTC timestamp, microseconds)."
+    )  # indexed by ix_call_log_costs_by_day
+    kind: Mapped[str] = mapped_column(String(16), comment="`chat` or `embedding`.")
+    api_type: Mapped[str] = mapped_column(
+        String(16), comment="`openai` or `azure`: the client that made the call."
+    )
+    endpoint_host: Mapped[str | None] = mapped_column(
+        String(255),
+        comment=(
+            "host:port of the API endpoint, when the client had been built; NULL "
+            "otherwise (e.g. a hit before any API call in the process)."
+        ),
+    )
+    model: Mapped[str] = mapped_column(
+        String(200), comment="Model, or Azure deployment, as requested."
+    )
+    namespace: Mapped[str] = mapped_column(
+        Namespace, default="", comment="Cache namespace of the call (see cache_entries.namespace)."
+    )
+    request_hash: Mapped[str] = mapped_column(
+        ForeignKey("requests.request_hash"),
+        index=True,
+        comment=(
+            "The request (requests.request_hash); for an embedding batch, the whole "
+            "batch's request."
+        ),
+    )
+    slot: Mapped[int | None] = mapped_column(
+        Integer, comment="Sample slot used (see cache_entries.slot)."
+    )
+    response_id: Mapped[int | None] = mapped_column(
+        ForeignKey("responses.id"),
+        index=True,
+        comment=(
+            "The answer served or received (responses.id); NULL for errors, refusals and "
+            "embedding batches of several texts (each text has its own answer)."
+        ),
+    )
+    cache_status: Mapped[str] = mapped_column(
+        String(8),
+        comment=(
+            "`hit` (answered from the ledger), `miss` (looked up, nothing usable: the API"
+            " was asked) or `bypass` (the ledger was not read: caching off, no_cache, "
+            "refresh mode)."
+        ),
+    )
+    status: Mapped[str] = mapped_column(
+        String(8),
+        comment=(
+            "`ok`, `error` (the API failed after every attempt, or a replay miss) or "
+            "`refused` (a budget would have been exceeded; the API was not called)."
+        ),
+    )
+    attempts: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        comment=(
+            "HTTP requests made to the API for this call (count), retries included; 0 for"
+            " hits and refusals."
+        ),
+    )
+    latency_ms: Mapped[float | None] = mapped_column(
+        Double,
+        comment=(
+            "Time the API took (ms): the attempts, retries and back-off waits included, "
+            "none of the ledger's own work (token counting, pricing, the write); for a "
+            "hit, the ledger's time to serve it."
+        ),
+    )  # FLOAT is single precision on MariaDB
+    prompt_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "Input tokens (tokens). On a hit, the stored answer's count, which was not "
+            "billed again: add `cache_status <> 'hit'` to sum billed tokens."
+        ),
+    )
+    completion_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "Output tokens (tokens). On a hit, the stored answer's count, which was not "
+            "billed again: add `cache_status <> 'hit'` to sum billed tokens."
+        ),
+    )
+    cached_tokens: Mapped[int | None] = mapped_column(
+        Integer, comment="Input tokens read from OpenAI's prompt cache (tokens)."
+    )
+    reasoning_tokens: Mapped[int | None] = mapped_column(
+        Integer, comment="Hidden reasoning tokens (tokens), part of completion_tokens."
+    )
+    total_tokens: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "prompt_tokens + completion_tokens (tokens). On a hit, the stored answer's "
+            "count, which was not billed again: add `cache_status <> 'hit'` to sum billed"
+            " tokens."
+        ),
+    )
+    tokens_estimated: Mapped[bool] = mapped_column(
+        Boolean, default=False, comment="True when the counts were estimated locally (tiktoken)."
+    )
+    items_total: Mapped[int | None] = mapped_column(
+        Integer, comment="Embedding calls: number of input texts (count); NULL for chat."
+    )
+    items_hit: Mapped[int | None] = mapped_column(
+        Integer, comment="Embedding calls: texts answered from the ledger (count)."
+    )
+    error_type: Mapped[str | None] = mapped_column(
+        String(100),
+        comment=(
+            "Error class when status is `error` or `refused` (e.g. RateLimitError, "
+            "CacheMissError, BudgetExceededError)."
+        ),
+    )
+    error_message: Mapped[str | None] = mapped_column(
+        Text, comment="The error's message (API keys scrubbed, at most 2000 chars)."
+    )
+    cost_usd: Mapped[Decimal | None] = mapped_column(
+        Money,
+        comment=(
+            "What the call paid the API (USD); 0 for hits and refusals; NULL for errors "
+            "and unpriced models."
+        ),
+    )
+    saved_usd: Mapped[Decimal | None] = mapped_column(
+        Money,
+        comment=(
+            "What a hit did not pay: the stored answers' cost (USD); NULL when nothing "
+            "was served from the ledger."
+        ),
+    )
+    cost_note: Mapped[str | None] = mapped_column(
+        Text, comment="Why cost_usd is NULL, or how the model was priced."
+    )
+    price_version: Mapped[str | None] = mapped_column(
+        String(64), comment="The price table behind cost_usd (see responses.price_version)."
+    )
+    run: Mapped[str | None] = mapped_column(
+        String(200), comment="The run name of scope(run=...); NULL outside a run."
+    )
+    template: Mapped[str | None] = mapped_column(
+        String(400), comment="The LLMCall template the call came from, if any."
+    )
+    tags: Mapped[dict[str, str] | None] = mapped_column(
+        JSONType,
+        comment="scope(tags=...) as a JSON object of strings; also one call_tags row each.",
+    )
+    library_version: Mapped[str] = mapped_column(
+        String(32), comment="The llm_ledger version that wrote the row."
+    )
 
 
 class CallTag(Base):
@@ -227,10 +465,16 @@ class CallTag(Base):
     __table_args__ = (Index("ix_call_tags_name_value", "name", "value"),)
 
     call_id: Mapped[int] = mapped_column(
-        ForeignKey("call_log.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("call_log.id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="The call (call_log.id); deleted with it (ON DELETE CASCADE).",
     )
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(
+        String(100), primary_key=True, comment="Tag name (at most 100 chars)."
+    )
+    value: Mapped[str] = mapped_column(
+        String(255), comment="Tag value, as text (at most 255 chars)."
+    )
 
 
 TABLES = tuple(t.name for t in Base.metadata.sorted_tables)

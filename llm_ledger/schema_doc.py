@@ -1,9 +1,10 @@
 """docs/schema.md, generated: every table, view and column of the ledger, with meaning and units.
 
-Tables and columns come from the SQLAlchemy metadata (models.py). Views come from an
-SQLite ledger migrated to head in a temporary directory (their columns and the SQL that
-defines them), so the page shows what the migrations create. The meanings live here, in
-:data:`COLUMNS`, keyed ``table.column``. ``python -m llm_ledger.schema_doc > docs/schema.md``
+Tables and columns come from the SQLAlchemy metadata (models.py), their meanings from the
+columns' ``comment=`` (which PostgreSQL and MariaDB keep as COMMENT: psql ``\\d+`` shows
+them). Views come from an SQLite ledger migrated to head in a temporary directory (their
+columns and the SQL that defines them), so the page shows what the migrations create;
+the meanings of view columns live here, in :data:`COLUMNS`, keyed ``view.column``. ``python -m llm_ledger.schema_doc > docs/schema.md``
 regenerates the page; tests/test_schema_doc.py fails when the file differs, when a column
 has no description, or when a description names a column that no longer exists.
 """
@@ -18,115 +19,19 @@ from pathlib import Path
 from sqlalchemy import Column, Table, UniqueConstraint, text
 
 from . import db
+from .models import TABLES as TABLE_ORDER
 from .models import VIEW_NAMES, Base
 
-TABLE_ORDER = ("requests", "responses", "cache_entries", "call_log", "call_tags")
 _MONEY = "USD"
 _UTC = "naive UTC timestamp, microseconds"
-_HIT_TOKENS = (
-    "On a hit, the stored answer's count, which was not billed again: "
-    "add `cache_status <> 'hit'` to sum billed tokens."
-)
 
 TABLES = {
     "alembic_version": "Alembic's bookkeeping: the schema revision of this ledger.",
 }
 
-# The meaning and unit of every column, ``table.column``; view columns as ``view.column``.
+# The meaning and unit of every view column, ``view.column``, and of Alembic's own table.
+# Table columns carry theirs as ``comment=`` in models.py (the database keeps it as COMMENT).
 COLUMNS: dict[str, str] = {
-    # requests
-    "requests.request_hash": "SHA-256 (64 hex chars) of the canonical request JSON (sorted keys, "
-    "compact); with namespace and slot, the cache key.",
-    "requests.kind": "`chat` or `embedding`.",
-    "requests.model": "Model, or Azure deployment, as requested.",
-    "requests.request": "The canonical request (JSON): kind, model, messages or input, params. "
-    "What was hashed, unless the client's `redact` hook changed it before storing.",
-    "requests.created_at": f"When the request was first stored ({_UTC}).",
-    # responses
-    "responses.id": "Surrogate key.",
-    "responses.request_hash": "The request answered (requests.request_hash).",
-    "responses.response_hash": "SHA-256 of the canonical response JSON: the same answer's "
-    "identity across ledgers (export, import, copy).",
-    "responses.response": "The answer as the SDK returned it (JSON): a `chat.completion`, or "
-    "an embedding `list`.",
-    "responses.prompt_tokens": "Input tokens billed (tokens); includes cached_tokens.",
-    "responses.completion_tokens": "Output tokens billed (tokens); includes reasoning_tokens; "
-    "0 for embeddings.",
-    "responses.cached_tokens": "Input tokens read from OpenAI's prompt cache (tokens), billed "
-    "at the cached-input price.",
-    "responses.reasoning_tokens": "Hidden reasoning tokens of reasoning models (tokens), part "
-    "of completion_tokens.",
-    "responses.total_tokens": "prompt_tokens + completion_tokens (tokens).",
-    "responses.tokens_estimated": "True when the token counts were counted locally (tiktoken) "
-    "because the API reported none, or split between the items of an embedding batch.",
-    "responses.cost_usd": f"What this answer cost ({_MONEY}); NULL when it could not be "
-    "priced (cost_note says why).",
-    "responses.cost_note": "Why cost_usd is NULL, or how the model was priced.",
-    "responses.price_version": "The price table behind cost_usd, e.g. `genai-prices 0.2.3`, "
-    "or `custom` (LLM_LEDGER_PRICES).",
-    "responses.created_at": f"When the answer was stored ({_UTC}).",
-    # cache_entries
-    "cache_entries.id": "Surrogate key.",
-    "cache_entries.namespace": "Cache namespace, `''` by default (scope(namespace=...), "
-    "LLM_LEDGER_NAMESPACE): separate caches in one ledger.",
-    "cache_entries.request_hash": "The request (requests.request_hash).",
-    "cache_entries.slot": "Sample slot (count from 0): the k-th identical sampled request "
-    "(temperature > 0 or none sent, or n > 1) of a run gets slot k, so a re-run replays the same sequence. "
-    "0 for deterministic requests.",
-    "cache_entries.response_id": "The answer served now (responses.id); refresh repoints it.",
-    "cache_entries.created_at": f"When the entry was created ({_UTC}).",
-    "cache_entries.updated_at": f"When it last got a new answer ({_UTC}); max_age is "
-    "measured from here.",
-    # call_log
-    "call_log.id": "Surrogate key, increasing in insertion order.",
-    "call_log.call_uuid": "UUID4 of the call: spool recovery writes each call exactly once.",
-    "call_log.created_at": f"When the call was made ({_UTC}).",
-    "call_log.kind": "`chat` or `embedding`.",
-    "call_log.api_type": "`openai` or `azure`: the client that made the call.",
-    "call_log.endpoint_host": "host:port of the API endpoint, when the client had been "
-    "built; NULL otherwise (e.g. a hit before any API call in the process).",
-    "call_log.model": "Model, or Azure deployment, as requested.",
-    "call_log.namespace": "Cache namespace of the call (see cache_entries.namespace).",
-    "call_log.request_hash": "The request (requests.request_hash); for an embedding batch, "
-    "the whole batch's request.",
-    "call_log.slot": "Sample slot used (see cache_entries.slot).",
-    "call_log.response_id": "The answer served or received (responses.id); NULL for errors, "
-    "refusals and embedding batches of several texts (each text has its own answer).",
-    "call_log.cache_status": "`hit` (answered from the ledger), `miss` (looked up, nothing "
-    "usable: the API was asked) or `bypass` (the ledger was not read: caching off, "
-    "no_cache, refresh mode).",
-    "call_log.status": "`ok`, `error` (the API failed after every attempt, or a replay "
-    "miss) or `refused` (a budget would have been exceeded; the API was not called).",
-    "call_log.attempts": "HTTP requests made to the API for this call (count), retries "
-    "included; 0 for hits and refusals.",
-    "call_log.latency_ms": "Time the API took (ms): the attempts, retries and back-off waits "
-    "included, none of the ledger's own work (token counting, pricing, the write); for a hit, "
-    "the ledger's time to serve it.",
-    "call_log.prompt_tokens": f"Input tokens (tokens). {_HIT_TOKENS}",
-    "call_log.completion_tokens": f"Output tokens (tokens). {_HIT_TOKENS}",
-    "call_log.cached_tokens": "Input tokens read from OpenAI's prompt cache (tokens).",
-    "call_log.reasoning_tokens": "Hidden reasoning tokens (tokens), part of completion_tokens.",
-    "call_log.total_tokens": f"prompt_tokens + completion_tokens (tokens). {_HIT_TOKENS}",
-    "call_log.tokens_estimated": "True when the counts were estimated locally (tiktoken).",
-    "call_log.items_total": "Embedding calls: number of input texts (count); NULL for chat.",
-    "call_log.items_hit": "Embedding calls: texts answered from the ledger (count).",
-    "call_log.error_type": "Error class when status is `error` or `refused` (e.g. "
-    "RateLimitError, CacheMissError, BudgetExceededError).",
-    "call_log.error_message": "The error's message (API keys scrubbed, at most 2000 chars).",
-    "call_log.cost_usd": f"What the call paid the API ({_MONEY}); 0 for hits and refusals; "
-    "NULL for errors and unpriced models.",
-    "call_log.saved_usd": f"What a hit did not pay: the stored answers' cost ({_MONEY}); "
-    "NULL when nothing was served from the ledger.",
-    "call_log.cost_note": "Why cost_usd is NULL, or how the model was priced.",
-    "call_log.price_version": "The price table behind cost_usd (see responses.price_version).",
-    "call_log.run": "The run name of scope(run=...); NULL outside a run.",
-    "call_log.template": "The LLMCall template the call came from, if any.",
-    "call_log.tags": "scope(tags=...) as a JSON object of strings; also one call_tags row each.",
-    "call_log.library_version": "The llm_ledger version that wrote the row.",
-    # call_tags
-    "call_tags.call_id": "The call (call_log.id); deleted with it (ON DELETE CASCADE).",
-    "call_tags.name": "Tag name (at most 100 chars).",
-    "call_tags.value": "Tag value, as text (at most 255 chars).",
     # alembic_version
     "alembic_version.version_num": "The Alembic revision the schema is at "
     "(`llm-ledger info` says whether it is current).",
@@ -188,9 +93,12 @@ class View:
 
 
 def describe(table: str, column: str) -> str | None:
+    model = Base.metadata.tables.get(table)
+    if model is not None and column in model.c:
+        return model.c[column].comment
     found = COLUMNS.get(f"{table}.{column}")
     if found is None and table in SAME_AS:
-        found = COLUMNS.get(f"{SAME_AS[table]}.{column}")
+        found = describe(SAME_AS[table], column)
     return found
 
 
@@ -359,6 +267,21 @@ def generate() -> str:
         "A call flows into these tables in one transaction: its request (once per distinct "
         "request), the answers it paid for, their cache entries, its `call_log` row and its "
         "tags. Analysts start from the views.",
+        "",
+        "The meaning of each table column is its `comment=` in the models, which PostgreSQL "
+        "and MariaDB keep as the column's COMMENT (`\\d+ call_log` in psql, `SHOW FULL COLUMNS "
+        "FROM call_log` in MariaDB).",
+        "",
+        "Adding a column to the audit row (`call_log`) touches: the column in "
+        "`llm_ledger/models.py` (with `comment=`); a migration that adds it inside "
+        "`llm_ledger.viewsets.rebuilt_views` with a new view set whose `calls` selects it "
+        "(else the migration, or tests/test_schema_comments.py, fails); the field of the same name on "
+        "`llm_ledger.records.CallRecord` (with a default, so spool files written before it still "
+        "load); the line of the call pipeline that sets it; and, "
+        "so that older bundles still import, its entry in `llm_ledger.transfer.ADDED_FIELDS`. "
+        "Every writer of audit rows (the repository, import/copy, the pickle import) maps the "
+        "row from the record in one place (`llm_ledger.statements`): a column without a "
+        "field fails when the package is imported, never after a paid call.",
         "",
         "## Tables",
         "",

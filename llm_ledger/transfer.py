@@ -97,6 +97,14 @@ FIELDS: dict[str, dict[str, Field]] = {
 }
 
 
+# Bundles written before a column existed import after it: the column's field, absent from
+# their records, is filled in. A column added to a table is listed here (record type ->
+# field -> the value older bundles get: None for a nullable column, else its default), so
+# it never makes an older bundle invalid; a field this code does not know (a bundle from
+# newer code) still does. docs/bundle-format.md, "Bundles and schema changes".
+ADDED_FIELDS: dict[str, dict[str, Any]] = {}
+
+
 def _encode_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
@@ -177,6 +185,8 @@ def decode(raw: bytes) -> tuple[str, dict[str, Any]]:
     if rtype not in FIELDS:
         raise BundleError(f"unknown record type {rtype!r}")
     spec = FIELDS[rtype]
+    for name, fill in ADDED_FIELDS.get(rtype, {}).items():
+        rec.setdefault(name, fill)
     if set(rec) != set(spec):
         missing, extra = sorted(set(spec) - set(rec)), sorted(set(rec) - set(spec))
         raise BundleError(f"{rtype} record: missing fields {missing}, unknown fields {extra}")
