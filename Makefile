@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench bench-smoke clean
+.PHONY: demo test lint typecheck check bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check llm_ledger tests migrations benchmarks
 	$(BIN)/ruff format --check llm_ledger tests migrations benchmarks
+
+typecheck: $(STAMP)  ## mypy: the package, strict on the pure modules (pyproject.toml)
+	$(BIN)/mypy
 
 check: $(STAMP)
 	$(BIN)/alembic upgrade head

@@ -69,7 +69,7 @@ class HitWriter(Debounced):
             return
         with self._flush_lock:
             while self._queue:
-                batch = []
+                batch: list[Any] = []
                 while self._queue and len(batch) < 1000:
                     batch.append(self._queue.popleft())
                 self._write_batch(batch)

@@ -70,7 +70,8 @@ class CanonicalRequest:
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.body.get("params", {})
+        params: dict[str, Any] = self.body.get("params", {})
+        return params
 
     def last_message_text(self) -> str:
         if self.kind == "embedding":

@@ -105,7 +105,7 @@ class CallRecord:
                 return [conv(v) for v in value]
             return value
 
-        data = conv(dataclasses.asdict(self))
+        data: dict[str, Any] = conv(dataclasses.asdict(self))
         del data["request_text"]  # derived from ``request``; the spool keeps it once
         return data
 

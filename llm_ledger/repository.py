@@ -4,6 +4,10 @@ The client asks it two things: is there a stored answer for this request
 (:meth:`Ledger.lookup`), and record this call (:meth:`Ledger.record`). One
 call is one transaction: its request, its paid answers, their cache entries,
 the audit row and its tags land together or not at all.
+
+Why one module of ~500 lines: everything a call's write depends on is here and nowhere
+else: the per-thread SQLite connections it runs on, the transaction, the fall-back to the
+spool and the recovery from it (the compiled statements are statements.py's).
 """
 
 from __future__ import annotations
@@ -166,7 +170,7 @@ class Ledger:
         hot = getattr(local, "hot", None)
         if hot is None or hot.pid != os.getpid():
             fairy = self.engine.raw_connection()  # the engine's connect-time PRAGMAs apply
-            conn = fairy.driver_connection
+            conn: Any = fairy.driver_connection
             fairy.detach()
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             # After a burst the WAL is reset, not shrunk; keep at most 64 MB of it on disk.
@@ -214,7 +218,12 @@ class Ledger:
             )
         )
         with self.engine.connect() as conn:
-            return {row[0]: Stored(row[1], *row[2:]) for row in conn.execute(stmt)}
+            return {
+                row[0]: Stored(
+                    row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
+                )
+                for row in conn.execute(stmt)
+            }
 
     def has_call(self, call_uuid: str) -> bool:
         with self.engine.connect() as conn:

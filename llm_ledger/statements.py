@@ -229,6 +229,7 @@ def _source(name: str) -> str:
 
 
 _CALL_PATHS = {c.name: _source(c.name) for c in _LOG.columns if c.name not in _SET_BY_THE_WRITE}
+_CALL_COLUMNS = [c.name for c in _LOG.columns if c.name != "id"]
 
 
 def _tags(v: Any) -> Any:
@@ -241,11 +242,11 @@ _CALL_FIX = {"tags": _tags}
 def call_log_row(rec: CallRecord, response_id: int | None) -> dict[str, Any]:
     """The ``call_log`` row of a record (every column but ``id``), as Python values."""
     values = operator.attrgetter(*_CALL_PATHS.values())(rec)
-    row = dict(zip(_CALL_PATHS, values, strict=True))
+    found = dict(zip(_CALL_PATHS, values, strict=True))
     for name, fix in _CALL_FIX.items():
-        row[name] = fix(row[name])
-    row["response_id"] = response_id
-    return row
+        found[name] = fix(found[name])
+    found["response_id"] = response_id
+    return {name: found[name] for name in _CALL_COLUMNS}
 
 
 class CallInsert(Compiled):
