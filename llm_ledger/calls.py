@@ -302,7 +302,14 @@ def look(ctx: Context, call: Call) -> Seen:
             else:
                 missing.append(i)
         offline = any(decisions[i].action is Action.MISS_ERROR for i in missing)
-    return Seen(_base_record(ctx, call, slot, now), decisions, hits, missing, p.read, offline)
+    return Seen(  # a SERVE decision always has its stored answer: hits holds no None
+        _base_record(ctx, call, slot, now),
+        decisions,
+        hits,
+        missing,
+        p.read,
+        offline,  # type: ignore[arg-type]
+    )
 
 
 def before_attempts(ctx: Context, call: Call, seen: Seen) -> Pending:
@@ -333,7 +340,8 @@ def after_attempts(
     # Error: the attempts ran out (or the error is not worth retrying).
     if outcome.error is not None:
         settle(pending.budgets, pending.reserved, Decimal(0))
-        return _fail(ctx, call, rec, outcome.error, outcome.attempts)
+        _fail(ctx, call, rec, outcome.error, outcome.attempts)
+        return None
 
     # Miss: the API answered. From here on the answer is paid for: whatever goes wrong,
     # it is recorded or spooled (record_or_spool), never dropped.
@@ -347,7 +355,8 @@ def after_attempts(
             attempts=outcome.attempts,
             error_type="ShortAnswer",
         )
-        return _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
+        _fail(ctx, call, rec, err, outcome.attempts, error_type="ShortAnswer")
+        return None
     settle(pending.budgets, pending.reserved, rec.cost_usd)
     winners = _write(ctx, rec)
     # Another process stored an item first: everyone gets that answer.
@@ -597,7 +606,8 @@ def _answer(
 def _base_record(ctx: Context, call: Call, slot: int, now: datetime) -> CallRecord:
     sc = current_scope()
     request = call.request
-    body, text = request.body, request.canonical_json
+    body: dict[str, Any] = request.body
+    text: str | None = request.canonical_json
     redact = ctx.redact()
     if redact is not None:
         body, text = redact(copy.deepcopy(body)), None  # it may edit in place

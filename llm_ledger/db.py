@@ -317,7 +317,7 @@ def open_error(where: str, exc: BaseException | str) -> LedgerOpenError:
     ``exc``: the database's error (SQLAlchemy's or the driver's), or its message.
     """
     orig = exc if isinstance(exc, str) else getattr(exc, "orig", None) or exc
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
         orig = str(args[1])
     text_ = " ".join(str(orig).split())  # one line (libpq adds a hint on a second)

@@ -245,7 +245,8 @@ def map_key(key: Any) -> keys.CanonicalRequest:
     if response_format is not None:
         from openai.lib._parsing._completions import type_to_response_format_param
 
-        params["response_format"] = dict(type_to_response_format_param(response_format))
+        param: Any = type_to_response_format_param(response_format)  # a TypedDict
+        params["response_format"] = dict(param)
     try:
         return keys.chat_request(messages, model, params)
     except LedgerError as exc:

@@ -25,7 +25,8 @@ def response_format_param(value: Any) -> Any:
         try:
             from openai.lib._parsing._completions import type_to_response_format_param
 
-            return dict(type_to_response_format_param(value))
+            param: Any = type_to_response_format_param(value)  # a TypedDict, or Omit
+            return dict(param)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(
                 f"response_format {value!r} cannot be turned into a JSON schema: {exc}"

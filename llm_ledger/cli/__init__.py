@@ -55,7 +55,7 @@ def _scan(module: str) -> list[tuple[str, dict[str, Any]]]:
                 continue
             name = node.name.lower().replace("_", "-")
             if deco.args and isinstance(deco.args[0], ast.Constant):
-                name = deco.args[0].value
+                name = str(deco.args[0].value)
             info: dict[str, Any] = {"help": ast.get_docstring(node)}
             for kw in deco.keywords:
                 if kw.arg in ("help", "short_help", "hidden", "deprecated"):

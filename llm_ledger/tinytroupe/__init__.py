@@ -103,7 +103,7 @@ def install_embeddings(client: Any, *, model: str | None = None) -> Any:
     made = llama_index_model(LedgerEmbedder(client, model))
     core.Settings.embed_model = made
     try:
-        tt = importlib.import_module("tinytroupe")
+        tt: Any = importlib.import_module("tinytroupe")
         tt.llamaindex_openai_embed_model = made  # the name TinyTroupe exports for it
     except ImportError:
         pass
