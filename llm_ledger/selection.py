@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, false, func, select
 from sqlalchemy.engine import Connection
 
-from .models import TABLES, CacheEntry, CallLog, CallTag, Request, Response
+from .models import TABLES, Base, CacheEntry, CallLog, CallTag, Request, Response
 from .repository import Ledger
 from .statements import fetch
 
@@ -251,7 +251,7 @@ def read_calls(
         yield rows
 
 
-ID_TABLES = ("responses", "cache_entries", "call_log")
+ID_TABLES = tuple(t for t in TABLES if "id" in Base.metadata.tables[t].c)
 """The tables with a surrogate ``id``."""
 
 
