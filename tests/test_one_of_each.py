@@ -63,7 +63,7 @@ def test_one_date_parser_for_reports_the_cli_and_the_call_log() -> None:
     assert parse_time("2026-05-01", "until", end=True) == datetime(2026, 5, 2)
 
 
-def test_transfer_errors_are_refused_the_same_way_from_the_cli(tmp_path: Path) -> None:
+def test_prune_reads_its_date_with_the_one_parser(tmp_path: Path) -> None:
     result = invoke("--db", str(tmp_path / "x.db"), "prune", "--before", "20260501")
     assert result.exit_code == 2
     assert result.output.startswith("error: --before: '20260501' is not a date")
