@@ -47,7 +47,7 @@ _USAGE_0001 = (
 )
 
 VIEW_SETS: dict[str, dict[str, str]] = {
-    # Created by migration 0001 (which holds its own copy); unchanged through 0004.
+    # Created by migration 0001 (which holds its own copy); unchanged through 0006 and 0004.
     "0001": {
         "calls": (
             "SELECT id, call_uuid, created_at, kind, api_type, endpoint_host, model, namespace, "

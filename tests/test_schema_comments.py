@@ -73,12 +73,12 @@ def _create_statements(engine: sa.Engine) -> dict[str, str]:
 
 
 def test_0004_changes_nothing_on_mariadb_but_the_comments(mysql_url: str) -> None:
-    engine = _migrated(mysql_url, "0003")
+    engine = _migrated(mysql_url, "0006")
     try:
         before = _create_statements(engine)
         db.upgrade(engine)
         after = _create_statements(engine)
-        db.downgrade(engine, "0003")
+        db.downgrade(engine, "0006")
         again = _create_statements(engine)
     finally:
         engine.dispose()
