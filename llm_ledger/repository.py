@@ -1,13 +1,15 @@
-"""The repository: the only code that reads or writes the ledger's tables.
+"""The repository: the only code that records a call (bulk moves are merge.py's).
 
 The client asks it two things: is there a stored answer for this request
 (:meth:`Ledger.lookup`), and record this call (:meth:`Ledger.record`). One
 call is one transaction: its request, its paid answers, their cache entries,
 the audit row and its tags land together or not at all.
 
-Why one module of ~500 lines: everything a call's write depends on is here and nowhere
-else: the per-thread SQLite connections it runs on, the transaction, the fall-back to the
-spool and the recovery from it (the compiled statements are statements.py's).
+Why one module of ~650 lines: everything a call's write depends on is here and nowhere
+else: the per-thread SQLite connections it runs on, the transaction, and what happens
+when it fails (the spool, records held in memory on a full disk, dead letters, recovery),
+so that "a paid answer is never lost" can be checked in one file. The compiled
+statements and the audit row's mapping are statements.py's.
 """
 
 from __future__ import annotations
