@@ -305,10 +305,10 @@ def look(ctx: Context, call: Call) -> Seen:
     return Seen(  # a SERVE decision always has its stored answer: hits holds no None
         _base_record(ctx, call, slot, now),
         decisions,
-        hits,
+        hits,  # type: ignore[arg-type]
         missing,
         p.read,
-        offline,  # type: ignore[arg-type]
+        offline,
     )
 
 
