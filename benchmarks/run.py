@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import bulk, coldstart, concurrency, contenders, latency, loopback, report, workload
+from . import bulk, coldstart, concurrency, contenders, latency, loopback, pg, report, workload
 
 OPTIONAL = ("langchain", "diskcache")
 SKIPPABLE = (
@@ -41,6 +41,7 @@ SKIPPABLE = (
     "concurrency",
     "loopback",
     "coldstart",
+    "postgres",
     "report",
     "export",
     "copy",
@@ -74,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the seeded stores live; kept and reused if given (default: a temp dir, removed)",
     )
     ap.add_argument(
+        "--pg-url",
+        default=None,
+        help=f"PostgreSQL database for the 8x4 row (default: ${pg.ENV}); its tables are DROPPED",
+    )
+    ap.add_argument(
         "--skip", default="", help=f"comma list of parts to leave out: {', '.join(SKIPPABLE)}"
     )
     args = ap.parse_args(argv)
@@ -105,7 +111,12 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "loopback_ops": 5 if q else 100,
         "report_repeats": 2 if q else 5,
         "memory": {"hits": 50 if q else 2000, "stores": 20 if q else 500},
-        "coldstart_runs": 2 if q else 10,
+        "coldstart_runs": 1 if q else 10,
+        "postgres": {
+            "size": 200 if q else 10_000,
+            "ops": 5 if q else 100,
+            "repeats": 1 if q else 3,
+        },
     }
 
 
@@ -330,6 +341,16 @@ def run_all(
         results["sizes"][str(size)] = sizes[size]
 
 
+def postgres_part(args: argparse.Namespace, p: dict[str, Any], results: dict[str, Any]) -> None:
+    url = pg.url_from(args.pg_url)
+    if url is None:
+        results["skipped"]["postgres"] = f"no database: pass --pg-url or set {pg.ENV}"
+        return
+    q = p["postgres"]
+    log(f"postgres: seeding {q['size']:,} entries, then 8 procs x 4 threads, ledger and floor")
+    results["postgres"] = pg.run_part(url, q["size"], ops=q["ops"], repeats=q["repeats"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     p = plan(args)
@@ -360,16 +381,22 @@ def main(argv: list[str] | None = None) -> int:
         if "coldstart" not in args.skip:
             log("cold start: fresh processes")
             results["coldstart"] = coldstart.measure(p["coldstart_runs"])
+        if "postgres" not in args.skip:
+            postgres_part(args, p, results)
         run_all(args, p, workdir, results)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["load_avg_end"] = os.getloadavg()
     results["meta"]["duration_s"] = round(time.time() - started, 1)
-    results["targets"] = report.targets(results) + report.coldstart_targets(
-        results.get("coldstart")
+    results["targets"] = (
+        report.targets(results)
+        + report.postgres_targets(results.get("postgres"))
+        + report.coldstart_targets(results.get("coldstart"))
     )
     parts = [report.table(results)]
+    if "postgres" in results:
+        parts.append(report.postgres_table(results["postgres"]))
     if "coldstart" in results:
         parts.append(coldstart.rows(results["coldstart"]))
     text = "\n\n".join([*parts, report.targets_table(results["targets"])])

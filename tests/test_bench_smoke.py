@@ -32,13 +32,16 @@ def _positive(value: Any) -> bool:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_LEDGER_", "OPENAI_"))}
+    pg_url = os.environ.get("LLM_LEDGER_TEST_PG_URL")  # this test run's own database
+    pg = ["--pg-url", pg_url] if pg_url else []
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--sizes", SIZE, "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--sizes", SIZE, "--out", str(out)]
+        + pg,
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| measurement (median) |" in done.stdout
@@ -115,3 +118,38 @@ def test_targets_are_evaluated_without_deciding_anything(results: dict[str, Any]
     for t in targets:
         assert t["met"] in (True, False, None)
         assert t["op"] in ("<=", ">=")
+
+
+COLD_KEYS = (
+    "python_pass_ms",
+    "import_openai_ms",
+    "import_llm_ledger_ms",
+    "import_client_ms",
+    "cli_help_ms",
+    "first_count_ms",
+    "first_chat_ms",
+    "warm_chat_ms",
+    "first_chat_ratio",
+    "first_embedding_ms",
+    "warm_embedding_ms",
+)
+
+
+def test_cold_start_figures_are_reported(results: dict[str, Any]) -> None:
+    cold = results["coldstart"]
+    assert all(_positive(cold[key]) for key in COLD_KEYS), cold
+    names = {t["target"] for t in results["targets"]}
+    assert "llm-ledger --help <= 0.4 s" in names
+    assert "first call to the test-kit server <= 1.5x a warm call" in names
+
+
+def test_postgres_row_is_measured_or_skipped_with_a_note(results: dict[str, Any]) -> None:
+    if not os.environ.get("LLM_LEDGER_TEST_PG_URL"):
+        assert "--pg-url" in results["skipped"]["postgres"]
+        return
+    pgr = results["postgres"]
+    for kind in ("ledger", "floor"):
+        assert _positive(pgr[kind]["calls_per_s"]), kind
+        assert pgr[kind]["audit_rows_ok"] is True, pgr[kind]
+        assert pgr[kind]["errors"] == 0
+    assert _positive(pgr["ratio"])
