@@ -1,0 +1,267 @@
+"""A write-behind journal: a call's records are safe when ``append`` returns, written later.
+
+Why: committing each call's rows before it returns costs most of a cache hit (one
+transaction into ~6 B-trees, ~12 for a store) and serialises every caller on SQLite's
+one write lock. Here the caller's thread appends the call's record to a local file
+(one ``write()``, no ``fsync``: it survives a killed process, as WAL with
+``synchronous=NORMAL`` does, not a power cut) and queues it; a daemon thread moves
+queued records into the tables in batches, one transaction per batch, through
+``write_batch``. ``write_batch`` must be idempotent by the record's call id (the
+ledger's ``call_uuid`` is unique, as the spool's recovery already relies on): a record
+may be written twice after a crash, never lost, and counted once.
+
+Layout: one directory per ledger; each process appends to its own segment files
+``<pid>-<token>-<n>.jsonl`` and holds an ``flock`` on the open one, so another process
+can tell a live journal from a dead one. A segment is truncated once everything in it
+is written, or deleted once a newer one took over; ``recover`` writes the complete
+lines of dead processes' segments and deletes them (at the next open, by whichever
+process opens the ledger first). Records still pending in this process can be found
+by ``find(key)``, so a lookup sees an answer that is not in the tables yet.
+
+The hook is narrow on purpose: records are JSON-able dicts, ``write_batch`` and
+``key_of`` are given by the repository. Nothing here knows the schema.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .background import Debounced
+
+log = structlog.get_logger("llm_ledger")
+
+Record = dict[str, Any]
+WriteBatch = Callable[[list[Record]], None]
+
+DEFAULT_INTERVAL_S = 0.02
+SEGMENT_BYTES = 64 * 2**20  # start a new segment beyond this; the old one goes once written
+MAX_PENDING = 20_000  # beyond this the caller writes the queue itself (memory stays bounded)
+BATCH = 1_000
+
+
+class _Segment:
+    """One open segment file: appended records and how many of them are written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Locked ("alive", for recover()) before it gets the name recover() looks for.
+        fresh = path.with_suffix(".new")
+        self.fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(fresh, path)
+        self.size = 0
+        self.appended = 0
+        self.written = 0
+
+    def close(self, *, unlink: bool) -> None:
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        os.close(self.fd)
+
+
+class Journal(Debounced):
+    """This process's journal for one ledger: ``append`` on the caller, batches on a thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        write_batch: WriteBatch,
+        *,
+        key_of: Callable[[Record], Any] | None = None,
+        interval: float = DEFAULT_INTERVAL_S,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        super().__init__(f"llm-ledger-journal:{directory.name}", interval)
+        self.directory = directory
+        self._write_batch = write_batch
+        self._key_of = key_of
+        self._segment_bytes = segment_bytes
+        self._lock = threading.Lock()  # appends, and the writer's bookkeeping
+        self._flush_lock = threading.Lock()  # one writer at a time
+        self._queue: collections.deque[tuple[_Segment, Record]] = collections.deque()
+        self._pending: dict[Any, Record] = {}
+        self._segments: list[_Segment] = []
+        self._serial = 0
+        self._token = secrets.token_hex(4)
+        self.written = 0  # records written so far (tests read it)
+        directory.mkdir(parents=True, exist_ok=True)
+        _journals.add(self)
+
+    # --- the caller's side ------------------------------------------------------------
+
+    def append(self, record: Record) -> None:
+        """Make ``record`` survive this process's death, then queue it for the tables."""
+        self._forked()  # a forked child: its own segments from here (see _after_fork)
+        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        if len(self._queue) >= MAX_PENDING:
+            self.flush()  # the writer is behind: this caller pays, memory stays bounded
+        with self._lock:
+            segment = self._current()
+            view = memoryview(line)
+            while view:
+                view = view[os.write(segment.fd, view) :]
+            segment.size += len(line)
+            segment.appended += 1
+            self._queue.append((segment, record))
+            if self._key_of is not None:
+                self._pending[self._key_of(record)] = record
+        self.poke()
+
+    def find(self, key: Any) -> Record | None:
+        """A record appended in this process and not written yet, by ``key_of``."""
+        return self._pending.get(key)
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _current(self) -> _Segment:
+        if not self._segments or self._segments[-1].size >= self._segment_bytes:
+            self._serial += 1
+            name = f"{os.getpid()}-{self._token}-{self._serial}.jsonl"
+            self._segments.append(_Segment(self.directory / name))
+        return self._segments[-1]
+
+    # --- the writer's side ------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything queued so far (on the calling thread); retire written segments."""
+        if self._forked():
+            return
+        with self._flush_lock:
+            while self._queue:
+                batch: list[tuple[_Segment, Record]] = []
+                while self._queue and len(batch) < BATCH:
+                    batch.append(self._queue.popleft())
+                try:
+                    self._write_batch([record for _, record in batch])
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))  # still journaled; retried later
+                    raise
+                self.written += len(batch)
+                with self._lock:
+                    for segment, record in batch:
+                        segment.written += 1
+                        if self._key_of is not None:
+                            key = self._key_of(record)
+                            if self._pending.get(key) is record:
+                                del self._pending[key]
+                    self._retire()
+
+    def _retire(self) -> None:
+        """Under ``_lock``: drop what is fully written (older segments), empty the current one."""
+        keep = []
+        for segment in self._segments:
+            done = segment.written == segment.appended
+            if done and segment is not self._segments[-1]:
+                segment.close(unlink=True)
+            else:
+                if done and segment.size:
+                    os.ftruncate(segment.fd, 0)  # O_APPEND: the next write starts at 0
+                    segment.size = segment.appended = segment.written = 0
+                keep.append(segment)
+        self._segments = keep
+
+    def work(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 -- keep the thread; records stay journaled
+            log.error(
+                "ledger.journal_write_failed", journal=str(self.directory), error=str(exc)[:300]
+            )
+
+    def close(self) -> None:
+        """Stop the thread, write what is queued, remove this process's segments."""
+        if self._forked():
+            return
+        self.stop()
+        self.flush()
+        with self._lock:
+            for segment in self._segments:
+                segment.close(unlink=segment.written == segment.appended)
+            self._segments = []
+
+    def _after_fork(self) -> None:
+        """A forked child: the parent's records and segments are the parent's; start empty.
+
+        The inherited descriptors are closed without unlocking anything: an ``flock`` is
+        held by the open file, which the parent still has open.
+        """
+        super()._after_fork()
+        for segment in self._segments:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+        self._segments = []
+        self._queue = collections.deque()
+        self._pending = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._token = secrets.token_hex(4)
+
+
+def read_segment(path: Path) -> list[Record]:
+    """The complete lines of a segment (a last line without its newline was never returned)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return [json.loads(line) for line in data[:end].splitlines() if line]
+
+
+def recover(directory: Path, write_batch: WriteBatch) -> int:
+    """Write the segments of processes that died, then delete them; records written.
+
+    A segment whose ``flock`` is still held belongs to a live process and is left alone.
+    """
+    if not directory.is_dir():
+        return 0
+    total = 0
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # its owner retired it meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            try:
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    continue
+            except FileNotFoundError:
+                continue  # another process recovered it while we waited for the lock
+            records = read_segment(path)
+            for start in range(0, len(records), BATCH):
+                write_batch(records[start : start + BATCH])
+            total += len(records)
+            path.unlink()
+            log.info("ledger.journal_recovered", segment=path.name, records=len(records))
+        finally:
+            os.close(fd)
+    return total
+
+
+_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for journal in list(_journals):
+        try:
+            journal.close()
+        except Exception as exc:  # noqa: BLE001 -- never fail the host's exit; the file stays
+            log.error(
+                "ledger.journal_write_failed", journal=str(journal.directory), error=str(exc)[:300]
+            )

@@ -1,0 +1,222 @@
+"""The write-behind journal (llm_ledger/journal.py): nothing appended is lost, even on SIGKILL.
+
+The journal is storage-agnostic; here ``write_batch`` writes into a small SQLite table
+whose ``call_uuid`` is unique, as the ledger's is, and skips a uuid already there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_ledger import journal
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS calls (call_uuid TEXT PRIMARY KEY, n INTEGER)"
+
+
+class Table:
+    """The stand-in for the ledger's tables: idempotent by call_uuid, batches counted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.batches: list[int] = []
+        self.fail = 0
+        with sqlite3.connect(path) as conn:
+            conn.execute(SCHEMA)
+
+    def write_batch(self, records: list[dict[str, Any]]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        with sqlite3.connect(self.path) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO calls VALUES (?, ?)",
+                [(r["call_uuid"], r["n"]) for r in records],
+            )
+        self.batches.append(len(records))
+
+    def uuids(self) -> list[str]:
+        with sqlite3.connect(self.path) as conn:
+            return [row[0] for row in conn.execute("SELECT call_uuid FROM calls ORDER BY n")]
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Table:
+    return Table(tmp_path / "ledger.db")
+
+
+def record(n: int) -> dict[str, Any]:
+    return {"call_uuid": f"u{n:05d}", "n": n, "answer": "é" * (n % 3)}
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl"))
+
+
+def test_an_appended_record_is_in_the_file_before_it_is_written(
+    tmp_path: Path, table: Table
+) -> None:
+    j = journal.Journal(tmp_path / "j", table.write_batch, interval=60)
+    try:
+        j.append(record(1))
+        j.append(record(2))
+        [segment] = segments(tmp_path / "j")
+        assert journal.read_segment(segment) == [record(1), record(2)]
+        assert table.uuids() == []
+        assert j.pending() == 2
+    finally:
+        j.close()
+
+
+def test_flush_writes_in_one_batch_and_empties_the_segment(tmp_path: Path, table: Table) -> None:
+    j = journal.Journal(tmp_path / "j", table.write_batch, interval=60)
+    for n in range(5):
+        j.append(record(n))
+    j.flush()
+    assert table.uuids() == [f"u{n:05d}" for n in range(5)]
+    assert table.batches == [5]
+    [segment] = segments(tmp_path / "j")
+    assert segment.stat().st_size == 0
+    j.append(record(5))
+    assert journal.read_segment(segment) == [record(5)]
+    j.close()
+    assert table.uuids()[-1] == "u00005"
+    assert segments(tmp_path / "j") == []
+
+
+def test_the_background_thread_writes_without_a_flush(tmp_path: Path, table: Table) -> None:
+    j = journal.Journal(tmp_path / "j", table.write_batch, interval=0.001)
+    try:
+        j.append(record(7))
+        deadline = time.monotonic() + 10
+        while table.uuids() != ["u00007"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert table.uuids() == ["u00007"]
+    finally:
+        j.close()
+
+
+def test_pending_records_are_found_by_key_until_written(tmp_path: Path, table: Table) -> None:
+    j = journal.Journal(
+        tmp_path / "j", table.write_batch, key_of=lambda r: r["call_uuid"], interval=60
+    )
+    j.append(record(3))
+    assert j.find("u00003") == record(3)
+    assert j.find("u00004") is None
+    j.flush()
+    assert j.find("u00003") is None
+    j.close()
+
+
+def test_a_failed_batch_stays_journaled_and_is_written_later(tmp_path: Path, table: Table) -> None:
+    j = journal.Journal(tmp_path / "j", table.write_batch, interval=60)
+    j.append(record(1))
+    table.fail = 1
+    with pytest.raises(sqlite3.OperationalError):
+        j.flush()
+    assert j.pending() == 1
+    [segment] = segments(tmp_path / "j")
+    assert journal.read_segment(segment) == [record(1)]
+    j.flush()
+    assert table.uuids() == ["u00001"]
+    j.close()
+
+
+def test_a_full_segment_is_deleted_once_written(tmp_path: Path, table: Table) -> None:
+    j = journal.Journal(tmp_path / "j", table.write_batch, interval=60, segment_bytes=60)
+    for n in range(6):
+        j.append(record(n))
+    assert len(segments(tmp_path / "j")) == 3  # ~45 bytes a line: 2 lines per segment
+    j.flush()
+    assert len(segments(tmp_path / "j")) == 1
+    j.close()
+    assert len(table.uuids()) == 6
+
+
+def test_recover_writes_a_dead_segment_and_leaves_a_live_one(tmp_path: Path, table: Table) -> None:
+    directory = tmp_path / "j"
+    live = journal.Journal(directory, table.write_batch, interval=60)
+    live.append(record(1))
+    dead = directory / "99999-dead-1.jsonl"
+    # a complete line, then one cut short by the kill: that call never returned
+    dead.write_bytes(b'{"call_uuid":"u00002","n":2}\n{"call_uuid":"u0000')
+    assert journal.recover(directory, table.write_batch) == 1
+    assert table.uuids() == ["u00002"]
+    assert not dead.exists()
+    assert len(segments(directory)) == 1  # the live one, untouched
+    live.close()
+    assert table.uuids() == ["u00001", "u00002"]
+
+
+CHILD = """
+import sqlite3, sys, threading
+from pathlib import Path
+from llm_ledger import journal
+
+db, directory, run = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+
+def write_batch(records):
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executemany(
+            "INSERT OR IGNORE INTO calls VALUES (?, ?)", [(r["call_uuid"], r["n"]) for r in records]
+        )
+
+j = journal.Journal(directory, write_batch, interval=0.002, segment_bytes=4096)
+out = sys.stdout
+lock = threading.Lock()
+
+def caller(t):
+    n = 0
+    while True:
+        uuid = f"r{run}-t{t}-{n}"
+        j.append({"call_uuid": uuid, "n": n, "pad": "x" * 50})
+        with lock:  # the call returned: say so
+            out.write(uuid + "\\n")
+            out.flush()
+        n += 1
+
+for t in range(4):
+    threading.Thread(target=caller, args=(t,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_sigkill_at_any_moment_loses_no_returned_record_and_duplicates_none(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(SCHEMA)
+    directory = tmp_path / "j"
+    returned: set[str] = set()
+    for run, delay in enumerate((0.3, 0.45, 0.6, 0.8, 1.1)):
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CHILD), str(db), str(directory), str(run)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        out, _ = child.communicate()
+        returned |= {line for line in out.splitlines() if line}
+    assert len(returned) > 100  # the children did make calls before they were killed
+
+    table = Table(db)
+    journal.recover(directory, table.write_batch)
+    rows = table.uuids()
+    assert len(rows) == len(set(rows))  # exactly once
+    assert returned <= set(rows)  # every call that returned has its row
+    attempted = {u.rsplit("-", 1)[0] for u in rows}
+    assert attempted <= {f"r{run}-t{t}" for run in range(5) for t in range(4)}
+    assert segments(directory) == []  # recovered segments are gone
+    assert journal.recover(directory, table.write_batch) == 0
