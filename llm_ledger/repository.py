@@ -197,11 +197,23 @@ class Ledger:
             return stored(row) if row is not None else None
         conn = self.engine.raw_connection()
         try:
-            cur = conn.cursor()
-            row = self._sql.lookup.run(cur, params).fetchone()
-            cur.close()
-            if self.dialect != "sqlite":
-                conn.rollback()  # end the read transaction the driver opened
+            if self.dialect == "postgresql":
+                # One statement needs no transaction: in autocommit psycopg sends the SELECT
+                # alone, instead of BEGIN, SELECT, ROLLBACK (three round trips, every call).
+                driver: Any = conn.driver_connection  # psycopg.Connection
+                driver.autocommit = True
+                try:
+                    cur = conn.cursor()
+                    row = self._sql.lookup.run(cur, params).fetchone()
+                    cur.close()
+                finally:
+                    driver.autocommit = False
+            else:
+                cur = conn.cursor()
+                row = self._sql.lookup.run(cur, params).fetchone()
+                cur.close()
+                if self.dialect != "sqlite":
+                    conn.rollback()  # end the read transaction the driver opened
         finally:
             conn.close()
         return stored(row) if row is not None else None
