@@ -79,46 +79,61 @@ class Journal(Debounced):
     def __init__(
         self,
         directory: Path,
-        write_batch: WriteBatch,
+        write_batch: Callable[[list[Any]], None],
         *,
         key_of: Callable[[Record], Any] | None = None,
         interval: float = DEFAULT_INTERVAL_S,
         segment_bytes: int = SEGMENT_BYTES,
+        max_pending: int = MAX_PENDING,
+        name: str | None = None,
     ) -> None:
-        super().__init__(f"llm-ledger-journal:{directory.name}", interval)
+        super().__init__(name or f"llm-ledger-journal:{directory.name}", interval)
         self.directory = directory
+        self.max_pending = max_pending
         self._write_batch = write_batch
         self._key_of = key_of
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()  # appends, and the writer's bookkeeping
         self._flush_lock = threading.Lock()  # one writer at a time
-        self._queue: collections.deque[tuple[_Segment, Record]] = collections.deque()
-        self._pending: dict[Any, Record] = {}
+        # (segment, what write_batch gets, the record's key_of or None)
+        self._queue: collections.deque[tuple[_Segment, Any, Any]] = collections.deque()
+        self._pending: dict[Any, Record] = {}  # key -> latest record appended with it
+        self._outstanding: collections.Counter[Any] = collections.Counter()
         self._segments: list[_Segment] = []
         self._serial = 0
         self._token = secrets.token_hex(4)
         self.written = 0  # records written so far (tests read it)
-        directory.mkdir(parents=True, exist_ok=True)
         _journals.add(self)
 
     # --- the caller's side ------------------------------------------------------------
 
-    def append(self, record: Record) -> None:
-        """Make ``record`` survive this process's death, then queue it for the tables."""
+    def append(self, record: Record, item: Any = None) -> None:
+        """Make ``record`` survive this process's death, then queue it for the tables.
+
+        ``write_batch`` gets ``item`` if given (the object the record was made from, so the
+        writer need not parse it back), else ``record``; ``recover`` always gets records.
+        """
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        self.append_line(line, record if item is None else item, record)
+
+    def append_line(self, line: str, item: Any, record: Record | None = None) -> None:
+        """``append`` for a caller that serialised the record itself (one JSON object)."""
         self._forked()  # a forked child: its own segments from here (see _after_fork)
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        if len(self._queue) >= MAX_PENDING:
+        data = (line + "\n").encode()
+        if len(self._queue) >= self.max_pending:
             self.flush()  # the writer is behind: this caller pays, memory stays bounded
         with self._lock:
             segment = self._current()
-            view = memoryview(line)
+            view = memoryview(data)
             while view:
                 view = view[os.write(segment.fd, view) :]
-            segment.size += len(line)
+            segment.size += len(data)
             segment.appended += 1
-            self._queue.append((segment, record))
-            if self._key_of is not None:
-                self._pending[self._key_of(record)] = record
+            key = None if self._key_of is None or record is None else self._key_of(record)
+            self._queue.append((segment, item, key))
+            if key is not None and record is not None:
+                self._pending[key] = record
+                self._outstanding[key] += 1
         self.poke()
 
     def find(self, key: Any) -> Record | None:
@@ -132,6 +147,7 @@ class Journal(Debounced):
         if not self._segments or self._segments[-1].size >= self._segment_bytes:
             self._serial += 1
             name = f"{os.getpid()}-{self._token}-{self._serial}.jsonl"
+            self.directory.mkdir(parents=True, exist_ok=True)  # another close may rmdir it
             self._segments.append(_Segment(self.directory / name))
         return self._segments[-1]
 
@@ -143,22 +159,22 @@ class Journal(Debounced):
             return
         with self._flush_lock:
             while self._queue:
-                batch: list[tuple[_Segment, Record]] = []
+                batch: list[tuple[_Segment, Any, Any]] = []
                 while self._queue and len(batch) < BATCH:
                     batch.append(self._queue.popleft())
                 try:
-                    self._write_batch([record for _, record in batch])
+                    self._write_batch([item for _, item, _ in batch])
                 except BaseException:
                     self._queue.extendleft(reversed(batch))  # still journaled; retried later
                     raise
                 self.written += len(batch)
                 with self._lock:
-                    for segment, record in batch:
+                    for segment, _, key in batch:
                         segment.written += 1
-                        if self._key_of is not None:
-                            key = self._key_of(record)
-                            if self._pending.get(key) is record:
-                                del self._pending[key]
+                        if key is not None:
+                            self._outstanding[key] -= 1
+                            if not self._outstanding[key]:
+                                del self._outstanding[key], self._pending[key]
                     self._retire()
 
     def _retire(self) -> None:
@@ -193,6 +209,8 @@ class Journal(Debounced):
             for segment in self._segments:
                 segment.close(unlink=segment.written == segment.appended)
             self._segments = []
+            with contextlib.suppress(OSError):  # only if empty: no other process's segments
+                self.directory.rmdir()
 
     def _after_fork(self) -> None:
         """A forked child: the parent's records and segments are the parent's; start empty.
@@ -207,6 +225,7 @@ class Journal(Debounced):
         self._segments = []
         self._queue = collections.deque()
         self._pending = {}
+        self._outstanding = collections.Counter()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._token = secrets.token_hex(4)

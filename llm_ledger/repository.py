@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, bindparam, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from . import checkpoint, db, hitlog, spool
+from . import checkpoint, db, hitlog, journal, spool
 from .errors import LedgerUnwritableError
 from .keys import canonical_json, hash_json
 from .log import logger
@@ -139,11 +139,26 @@ class Ledger:
         self._held_lock = threading.Lock()
         self._sql = _Statements(self.engine.dialect)
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
+        # Hit rows journaled by hit_audit="background" (hitlog.py), beside the spool.
+        self.journal_dir: Path = (
+            path.with_name(path.name + ".journal")
+            if path is not None
+            else self.spool_path.with_suffix(".journal")
+        )
         # Spooled calls are written back as soon as the database takes writes again.
         self.recovered_at_open: dict[str, int] | None = None
         _process.live_ledgers.add(self)
         if spool.leftovers(self.spool_path):
             self.recovered_at_open = self.recover()
+        # Hit rows of processes that died before writing them (SIGKILL): written once each.
+        self.journal_recovered = 0
+        if self.journal_dir.is_dir():
+            try:
+                self.journal_recovered = journal.recover(self.journal_dir, self._journal_batch)
+            except self.errors as exc:  # the next open tries again; the files stay
+                log.error(
+                    "ledger.journal_recover_failed", db=db.describe(self.url), error=str(exc)[:300]
+                )
 
     def __repr__(self) -> str:
         return f"Ledger({db.describe(self.url)!r})"
@@ -260,7 +275,9 @@ class Ledger:
     def _hit_writer(self) -> hitlog.HitWriter:
         with self._hits_lock:
             if self._hits is None:
-                self._hits = hitlog.HitWriter(self._record_batch, db.describe(self.url))
+                self._hits = hitlog.HitWriter(
+                    self._record_batch, db.describe(self.url), directory=self.journal_dir
+                )
             return self._hits
 
     def flush(self) -> None:
@@ -277,6 +294,23 @@ class Ledger:
         except self.errors:
             for rec in recs:
                 self.record_or_spool(rec)
+
+    def _journal_batch(self, records: list[dict[str, Any]]) -> None:
+        """Journaled rows of a dead process, one transaction; a row already written is skipped.
+
+        If the batch is refused, each row goes the spool's way (``_recover_one``): written,
+        dead-lettered, or spooled to wait for the database, so the journal segment can go.
+        """
+        recs = [hitlog.from_journal(data) for data in records]
+        try:
+            with self._transaction() as cur:
+                for rec in recs:
+                    if not self._sql.call_exists.run(cur, {"u": rec.call_uuid}).fetchone():
+                        self._record(cur, rec, recovering=True)
+        except Exception:  # noqa: BLE001 -- sorted out row by row below
+            for rec in recs:
+                if self._recover_one(rec) == "pending":
+                    spool.append(self.spool_path, rec)
 
     def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
         """Write one call; if that fails for any reason, spool it so the paid answer is not lost.

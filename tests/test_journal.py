@@ -220,3 +220,102 @@ def test_sigkill_at_any_moment_loses_no_returned_record_and_duplicates_none(
     assert attempted <= {f"r{run}-t{t}" for run in range(5) for t in range(4)}
     assert segments(directory) == []  # recovered segments are gone
     assert journal.recover(directory, table.write_batch) == 0
+
+
+LEDGER_CHILD = """
+import sys, threading
+import llm_ledger
+from llm_ledger import config
+
+config.set_default("hit_audit", "background")
+c = llm_ledger.OpenAIClient(cache_file_name=sys.argv[1])
+q = [{"role": "user", "content": "q"}]
+c.send_message(q, temperature=0)  # the miss, committed before it returns
+c.ledger._hit_writer().interval = 3600  # the thread waits: only the journal has the hit rows
+lock = threading.Lock()
+print("ready", flush=True)
+
+def caller():
+    while True:
+        c.send_message(q, temperature=0)
+        with lock:  # the hit returned: say so
+            sys.stdout.write("hit\\n")
+            sys.stdout.flush()
+
+for _ in range(4):
+    threading.Thread(target=caller, daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_background_hit_rows_survive_sigkill_and_are_written_at_the_next_open(
+    api: Any, tmp_path: Path
+) -> None:
+    from llm_ledger import open_ledger, repository
+
+    db = tmp_path / "ledger.db"
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LEDGER_CHILD), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(0.8)
+    os.kill(child.pid, signal.SIGKILL)
+    out, _ = child.communicate()
+    returned = out.count("hit\n")
+    assert returned > 20
+
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT count(*) FROM call_log WHERE cache_status = 'hit'").fetchone()
+    ledger = open_ledger(str(db))  # recovers the dead process's journal
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT count(*), count(DISTINCT call_uuid) FROM call_log WHERE cache_status = 'hit'"
+        ).fetchone()
+    assert before[0] < returned  # the tables alone had lost rows: the journal held them
+    assert rows[0] == rows[1]  # each once
+    assert returned <= rows[0] <= returned + 4  # every returned hit; at most one in flight a thread
+    assert ledger.journal_recovered == rows[0] - before[0]
+    assert segments(ledger.journal_dir) == []
+    repository.close_all()
+
+
+def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
+    import dataclasses
+    import json
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from llm_ledger import hitlog
+    from llm_ledger.records import CallRecord, Usage
+
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "é"}]}
+    rec = CallRecord(
+        call_uuid="u1",
+        created_at=datetime(2026, 11, 27, 12, 0, 1, 123456, tzinfo=timezone.utc),
+        kind="chat",
+        api_type="openai",
+        endpoint_host="api.openai.com",
+        model="gpt-4o",
+        namespace="",
+        request_hash="h" * 64,
+        request=request,
+        cache_status="hit",
+        status="ok",
+        library_version="0.1.0",
+        slot=0,
+        latency_ms=0.25,
+        usage=Usage(prompt_tokens=9, completion_tokens=3, total_tokens=12),
+        saved_usd=Decimal("0.000123"),
+        tags={"team": "a"},
+        served_response_id=7,
+        request_text=json.dumps(request, separators=(",", ":"), ensure_ascii=False),
+    )
+    line = hitlog.journal_line(rec)
+    assert line.endswith(',"request":' + rec.request_text + "}")  # spliced in, not escaped
+    back = hitlog.from_journal(json.loads(line))
+    assert back == dataclasses.replace(rec, request_text=None)
