@@ -319,3 +319,45 @@ def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
     assert line.endswith(',"request":' + rec.request_text + "}")  # spliced in, not escaped
     back = hitlog.from_journal(json.loads(line))
     assert back == dataclasses.replace(rec, request_text=None)
+
+
+def test_a_refused_recovery_batch_is_written_row_by_row(
+    api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_ledger import open_ledger, repository
+
+    db = tmp_path / "ledger.db"
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LEDGER_CHILD), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(0.5)
+    os.kill(child.pid, signal.SIGKILL)
+    out, _ = child.communicate()
+    returned = out.count("hit\n")
+
+    real = repository.Ledger._record
+    failed = []
+
+    def refuse_once(self: Any, cur: Any, rec: Any, **kw: Any) -> Any:
+        if not failed:
+            failed.append(rec.call_uuid)
+            raise sqlite3.OperationalError("database is locked")
+        return real(self, cur, rec, **kw)
+
+    monkeypatch.setattr(repository.Ledger, "_record", refuse_once)
+    ledger = open_ledger(str(db))
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT count(*), count(DISTINCT call_uuid) FROM call_log WHERE cache_status = 'hit'"
+        ).fetchone()
+    assert failed  # the first batch was refused
+    assert rows[0] == rows[1] and returned <= rows[0] <= returned + 4
+    assert not ledger.spool_path.exists()  # row by row, every one went in
+    assert segments(ledger.journal_dir) == []
+    repository.close_all()
