@@ -151,10 +151,11 @@ class Ledger:
         if spool.leftovers(self.spool_path):
             self.recovered_at_open = self.recover()
         # Hit rows of processes that died before writing them (SIGKILL): written once each.
+        # Rows this open added to the tables; a journaled row already written is not counted.
         self.journal_recovered = 0
         if self.journal_dir.is_dir():
             try:
-                self.journal_recovered = journal.recover(self.journal_dir, self._journal_batch)
+                journal.recover(self.journal_dir, self._journal_batch)
             except self.errors as exc:  # the next open tries again; the files stay
                 log.error(
                     "ledger.journal_recover_failed", db=db.describe(self.url), error=str(exc)[:300]
@@ -302,15 +303,22 @@ class Ledger:
         dead-lettered, or spooled to wait for the database, so the journal segment can go.
         """
         recs = [hitlog.from_journal(data) for data in records]
+        written = 0
         try:
             with self._transaction() as cur:
                 for rec in recs:
                     if not self._sql.call_exists.run(cur, {"u": rec.call_uuid}).fetchone():
                         self._record(cur, rec, recovering=True)
+                        written += 1
         except Exception:  # noqa: BLE001 -- sorted out row by row below
             for rec in recs:
-                if self._recover_one(rec) == "pending":
+                outcome = self._recover_one(rec)
+                if outcome == "written":
+                    self.journal_recovered += 1
+                elif outcome == "pending":
                     spool.append(self.spool_path, rec)
+        else:
+            self.journal_recovered += written
 
     def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
         """Write one call; if that fails for any reason, spool it so the paid answer is not lost.
