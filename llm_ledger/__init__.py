@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         register_client,
     )
     from .repository import Ledger, open_ledger
+    from .sdk.clients import wrap
+    from .sdk.seed_async import AsyncAzureClient, AsyncOpenAIClient
     from .templates import LLMCall
 
 logger = _log.logger
@@ -70,6 +72,9 @@ _LAZY: dict[str, str] = {
     "Ledger": "repository",
     "open_ledger": "repository",
     "LLMCall": "templates",
+    "AsyncOpenAIClient": "sdk.seed_async",
+    "AsyncAzureClient": "sdk.seed_async",
+    "wrap": "sdk.clients",  # an OpenAI SDK client on the ledger (llm_ledger.openai, docs/sdk.md)
 }
 
 
@@ -88,6 +93,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "APICallError",
+    "AsyncAzureClient",
+    "AsyncOpenAIClient",
     "AzureClient",
     "BudgetExceededError",
     "BundleError",
@@ -122,4 +129,5 @@ __all__ = [
     "reset_slots",
     "scope",
     "settings",
+    "wrap",
 ]

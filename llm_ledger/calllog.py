@@ -51,6 +51,7 @@ USAGE = (
 )
 COST = ("cost_usd", "saved_usd", "cost_note", "price_version")
 ERROR = ("error_type", "error_message")
+STREAM = ("stream_status", "first_chunk_ms", "chunks")
 
 Source = Connection | Ledger | str
 
@@ -162,14 +163,16 @@ def get_call(source: Source, call: int | str) -> dict[str, Any] | None:
 
 
 def call_document(row: dict[str, Any], request: Any, response: Any) -> dict[str, Any]:
-    """What `show` prints: the audit row grouped (call, usage, cost, error), request, response."""
-    grouped = set(USAGE) | set(COST) | set(ERROR)
+    """What `show` prints: the audit row grouped (call, usage, cost, error; stream for a
+    streamed call only), request, response."""
+    grouped = set(USAGE) | set(COST) | set(ERROR) | set(STREAM)
     failed = row["error_type"] is not None or row["error_message"] is not None
-    return {
+    doc: dict[str, Any] = {
         "call": {k: v for k, v in row.items() if k not in grouped},
         "usage": {k: row[k] for k in USAGE},
         "cost": {k: row[k] for k in COST},
         "error": {k: row[k] for k in ERROR} if failed else None,
-        "request": request,
-        "response": response,
     }
+    if row.get("stream_status") is not None:  # only streamed calls (llm_ledger.openai) have one
+        doc["stream"] = {k: row.get(k) for k in STREAM}
+    return {**doc, "request": request, "response": response}

@@ -25,6 +25,11 @@ OpenAI-SDK drop-in and TinyTroupe's clients do the same):
    or the fresh one (for a single item, the transport's own object, so an entry can
    return the SDK type it received). ``None`` when the call gave up and
    ``call.raise_errors`` is false.
+5. Streams: a transport may return a :class:`Deferred` (an answer still arriving).
+   The pipeline then records nothing yet: it binds the deferred's ``finish``, which
+   the entry calls once when the stream ends (complete, abandoned or failed), and
+   the row is written then; only a complete stream becomes a cache entry
+   (``Call.streamed`` puts ``stream_status`` on the row; llm_ledger.sdk.streams).
 
 Why one module of ~650 lines: the point is that the pipeline reads top to bottom in one
 place, :func:`run` and then the steps it calls in the order it calls them; the descriptions
@@ -44,7 +49,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -196,6 +201,7 @@ class Call:
     raise_errors: bool
     retry: Retry
     items: Sequence[keys.CanonicalRequest]  # cached one by one; chat: (request,)
+    streamed: bool = False  # stream=True (SDK drop-in): the audit row says how it went
 
 
 @dataclass(slots=True)
@@ -211,6 +217,8 @@ def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
     """One call, start to finish. Raises CacheMissError (replay) and BudgetExceededError
     always; an API failure raises its typed error or returns None (``call.raise_errors``)."""
     t0 = time.perf_counter()
+    flights = process.state.flights
+    ended = flights.ended  # before the lookup: see single-flight below
     seen = look(ctx, call)
 
     # Hit: every item is in the ledger.
@@ -222,8 +230,10 @@ def run(ctx: Context, call: Call, transport: Transport) -> Result | None:
     # Single-flight: identical concurrent misses wait for the first one's answer.
     if len(call.items) == 1 and seen.decisions[0].store is StoreMode.INSERT:
         key = (call.namespace, call.request.request_hash, seen.rec.slot or 0)
-        with process.state.flights.lead(key) as leader:
-            if not leader:
+        with flights.lead(key) as leader:
+            # A follower reads the leader's answer; a leader too if some flight ended since
+            # its lookup (it may have been this request's, stored just before it ended).
+            if not leader or flights.ended != ended:
                 again = _lookup(ctx, call, seen.rec.slot or 0)
                 if again:
                     return serve(ctx, call, seen.rec, again, t0)
@@ -343,6 +353,12 @@ def after_attempts(
         _fail(ctx, call, rec, outcome.error, outcome.attempts)
         return None
 
+    # Stream: the answer is still arriving; it is recorded when the stream ends.
+    if isinstance(outcome.value, Deferred):
+        started = time.perf_counter() - latency_ms / 1000
+        outcome.value.bind(functools.partial(_streamed, ctx, call, pending, started))
+        return Result([outcome.value], rec.cache_status, rec)
+
     # Miss: the API answered. From here on the answer is paid for: whatever goes wrong,
     # it is recorded or spooled (record_or_spool), never dropped.
     try:
@@ -385,6 +401,63 @@ def after_attempts(
     return Result(responses, rec.cache_status, rec)
 
 
+class Deferred:
+    """A transport's answer still arriving (a stream, llm_ledger.sdk.streams).
+
+    Instead of recording it, the pipeline binds ``finish``; the entry calls it once, when
+    the stream ends: ``finish(answer or None, status, chunks, first_chunk_at, error)``.
+    """
+
+    finish: Callable[..., None] | None = None
+
+    def bind(self, finish: Callable[..., None]) -> None:
+        self.finish = finish
+
+
+def _streamed(
+    ctx: Context,
+    call: Call,
+    pending: Pending,
+    started: float,
+    value: dict[str, Any] | None,
+    status: str,
+    chunks: int,
+    first_chunk_at: float | None,
+    error: BaseException | None,
+) -> None:
+    """A stream ended (complete, abandoned or error): record what arrived, paid for either
+    way. Only a complete stream becomes a cache entry."""
+    seen, rec = pending.seen, pending.seen.rec
+    rec.stream_status, rec.chunks = status, chunks
+    if first_chunk_at is not None:
+        rec.first_chunk_ms = round((first_chunk_at - started) * 1000, 3)
+    rec.latency_ms = _ms(started)
+    if value is not None:
+        if status != "complete":
+            seen = replace(
+                seen, decisions=[replace(d, store=StoreMode.NONE) for d in seen.decisions]
+            )
+        try:
+            _answered(ctx, call, rec, value, pending.send, seen)
+        except ShortAnswer:
+            pass  # kept on the row, never cached
+    settle(pending.budgets, pending.reserved, rec.cost_usd if value is not None else Decimal(0))
+    if error is not None:
+        rec.status = "error"
+        rec.error_type = type(error).__name__
+        rec.error_message = api.scrub(str(error), ctx.api_key())[:2000]
+    _write(ctx, rec)
+    log.info(
+        "llm.stream_end",
+        status=status,
+        chunks=chunks,
+        first_chunk_ms=rec.first_chunk_ms,
+        latency_ms=rec.latency_ms,
+        request_hash=call.request.request_hash,
+        model=call.request.model,
+    )
+
+
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
     """Stored answers by item index; a read failure is a miss, never a crash."""
     try:
@@ -411,6 +484,8 @@ def serve(
 ) -> Result:
     """Hit: every item from the ledger; the row says what it saved."""
     rec.cache_status, rec.status, rec.attempts, rec.cost_usd = "hit", "ok", 0, Decimal(0)
+    if call.streamed:
+        rec.stream_status = "replayed"
     if len(stored) == 1:
         st = stored[0]
         rec.served_response_id, rec.saved_usd = st.response_id, st.cost_usd
@@ -630,6 +705,7 @@ def _base_record(ctx: Context, call: Call, slot: int, now: datetime) -> CallReco
         cache_status="miss",
         status="ok",
         items_total=len(call.items) if call.endpoint.batched else None,
+        stream_status="failed" if call.streamed else None,  # until the stream opens
     )
 
 
@@ -693,6 +769,7 @@ __all__ = [
     "CHAT",
     "Call",
     "Context",
+    "Deferred",
     "Endpoint",
     "Pending",
     "Result",

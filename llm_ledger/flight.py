@@ -74,6 +74,9 @@ class SingleFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str, int], threading.Event] = {}
+        # Flights ended so far (any key). A caller that looked the ledger up before a flight
+        # ended and leads after it may find that flight's answer stored: calls.run re-checks.
+        self.ended = 0
 
     @contextmanager
     def lead(self, key: tuple[str, str, int]) -> Iterator[bool]:
@@ -93,6 +96,7 @@ class SingleFlight:
         finally:
             with self._lock:
                 del self._inflight[key]
+                self.ended += 1
             event.set()
 
 

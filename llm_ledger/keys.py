@@ -308,3 +308,150 @@ def embedding_request(
     return _build(
         "embedding", model, {"input": text, "params": _params(params or {}, EMBEDDING_PARAMS)}
     )
+
+
+# --- the OpenAI SDK's request bodies (llm_ledger.openai drop-in clients) -------------------
+
+# How an answer is delivered, not what it says: never hashed, so a streamed and an unstreamed
+# call share one cache entry. (``encoding_format`` is how vectors are written; the ledger
+# always asks for floats.)
+SDK_DELIVERY_PARAMS = frozenset({"stream", "stream_options", "encoding_format"})
+# Responses API parameters whose type is checked like the chat ones (others are hashed as given).
+RESPONSES_PARAMS: dict[str, tuple[type, ...]] = {
+    "instructions": (str, list),
+    "temperature": (float,),
+    "top_p": (float,),
+    "max_output_tokens": (int,),
+    "max_tool_calls": (int,),
+    "top_logprobs": (int,),
+    "parallel_tool_calls": (bool,),
+    "previous_response_id": (str,),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "text": (dict,),
+    "reasoning": (dict,),
+    "truncation": (str,),
+    "include": (list,),
+}
+
+
+def _sdk_params(
+    body: dict[str, Any], skip: frozenset[str], checked: dict[str, tuple[type, ...]]
+) -> dict[str, Any]:
+    """Every body parameter that can change the answer: the known ones type-checked and
+    normalised as for the seed API, any other one (new API parameters, ``extra_body``) hashed
+    as given. ``None`` values are dropped."""
+    params: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in skip or name in SDK_DELIVERY_PARAMS or value is None:
+            continue
+        params[name] = _check_param(name, value, checked) if name in checked else value
+    return params
+
+
+def sdk_chat_request(body: dict[str, Any]) -> CanonicalRequest:
+    """The canonical form of a ``chat.completions`` body sent by the SDK.
+
+    Equal to :func:`chat_request` for the same messages, model and parameters (the seed's
+    ``send_message`` and the SDK share cache entries); ``stream``/``stream_options`` are left
+    out, as is ``n=1`` (the default).
+    """
+    if not isinstance(body, dict):
+        raise InvalidInputTypeError("a chat.completions request body must be a JSON object")
+    model = _check_model(body.get("model"))
+    msgs = _check_messages(body.get("messages"))
+    params = _sdk_params(body, frozenset({"model", "messages"}), CHAT_PARAMS)
+    if params.get("n") == 1:
+        del params["n"]
+    return _build("chat", model, {"messages": msgs, "params": params})
+
+
+def sdk_embedding_request(body: dict[str, Any]) -> CanonicalRequest:
+    """The canonical form of an ``embeddings`` body: the seed's :func:`embedding_request`
+    (``encoding_format`` left out: the ledger stores floats and writes what was asked)."""
+    if not isinstance(body, dict):
+        raise InvalidInputTypeError("an embeddings request body must be a JSON object")
+    extra = set(body) - {"input", "model", "dimensions", "user"} - SDK_DELIVERY_PARAMS
+    if extra:
+        raise InvalidInputError(
+            f"unknown embeddings parameter(s) {', '.join(sorted(extra))}; the ledger knows "
+            "input, model, dimensions, user and encoding_format"
+        )
+    params = {k: body.get(k) for k in ("dimensions", "user")}
+    return embedding_request(body.get("input"), body.get("model"), params)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def response_input_text(item: Any) -> str:
+    """The text of one Responses API input item (a message; its text parts joined)."""
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict):
+        return ""
+    content = item.get("content")
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and "text" in p)
+    return content if isinstance(content, str) else str(item.get("output") or "")
+
+
+@dataclass(frozen=True)
+class ResponsesRequest(CanonicalRequest):
+    """A Responses API request: ``input`` instead of ``messages``."""
+
+    def last_message_text(self) -> str:
+        items = self.body["input"]
+        if not items:
+            return ""
+        return response_input_text(items if isinstance(items, str) else items[-1])
+
+    def as_messages(self) -> list[dict[str, Any]]:
+        """Instructions and input as chat messages, for token counts (budget, estimates)."""
+        items = self.body["input"]
+        out = []
+        instructions = self.params.get("instructions")
+        if isinstance(instructions, str):
+            out.append({"role": "system", "content": instructions})
+        for item in [items] if isinstance(items, str) else items or []:
+            role = item.get("role", "user") if isinstance(item, dict) else "user"
+            out.append({"role": role, "content": response_input_text(item)})
+        return out
+
+
+def responses_request(body: dict[str, Any]) -> ResponsesRequest:
+    """The canonical form of a Responses API body (``responses.create`` / ``parse``).
+
+    ``{"kind": "responses", "model": ..., "input": ..., "params": {...}}``: ``input`` as
+    given (a str, or the list of input items with ``None``-valued keys dropped; a str and
+    the one-message list saying the same are different requests, as they are to the API),
+    ``params`` every other parameter but ``stream``/``stream_options`` (docs/hashing.md).
+    """
+    if not isinstance(body, dict):
+        raise InvalidInputTypeError("a responses request body must be a JSON object")
+    model = _check_model(body.get("model"))
+    items = body.get("input")
+    if isinstance(items, list):
+        if not items:
+            raise InvalidInputError("input is an empty list; pass a str or at least one item")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise InvalidInputTypeError(
+                    f"input[{i}] must be an input item (a dict), got {type(item).__name__}"
+                )
+        items = _drop_none(items)
+    elif not isinstance(items, str) and not (items is None and body.get("previous_response_id")):
+        raise InvalidInputTypeError(
+            f"input must be a str or a list of input items, got {type(items).__name__}"
+        )
+    params = _drop_none(_sdk_params(body, frozenset({"model", "input"}), RESPONSES_PARAMS))
+    payload = {"input": items, "params": params}
+    text = canonical_json({"kind": "responses", "model": model, **payload})
+    return ResponsesRequest(
+        "responses", model, {"kind": "responses", "model": model, **payload}, text, hash_json(text)
+    )

@@ -456,6 +456,30 @@ class CallLog(Base):
     library_version: Mapped[str] = mapped_column(
         String(32), comment="The llm_ledger version that wrote the row."
     )
+    stream_status: Mapped[str | None] = mapped_column(
+        String(16),
+        comment=(
+            "Streamed calls (`stream=True` through llm_ledger.openai): `complete`, "
+            "`abandoned` (the caller stopped reading; the part that arrived is stored, not "
+            "cached), `error` (the connection failed mid-stream; not cached), `replayed` "
+            "(a hit served as a stream) or `failed` (the API failed before the stream opened). "
+            "NULL when not streamed."
+        ),
+    )
+    first_chunk_ms: Mapped[float | None] = mapped_column(
+        Double,
+        comment=(
+            "Streamed misses: milliseconds (ms) from the start of the call to the first "
+            "chunk; latency_ms is then the time to the last one. NULL otherwise."
+        ),
+    )
+    chunks: Mapped[int | None] = mapped_column(
+        Integer,
+        comment=(
+            "Streamed calls: events received from the API (miss) or replayed (hit) "
+            "(count). NULL when not streamed."
+        ),
+    )
 
 
 class CallTag(Base):

@@ -86,6 +86,9 @@ class CallRecord:
     template: str | None = None
     tags: dict[str, str] | None = None
     served_response_id: int | None = None
+    stream_status: str | None = None  # streamed calls: complete | abandoned | error | replayed
+    first_chunk_ms: float | None = None
+    chunks: int | None = None
     answers: list[Answer] = field(default_factory=list)
     primary_answer: int | None = None  # index into answers whose id goes on the audit row
     # ``request`` as canonical JSON when the client has it (not redacted): written as is.

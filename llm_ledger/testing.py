@@ -10,9 +10,9 @@ connections).
         client = OpenAI(api_key="test-key", base_url=server.url, max_retries=0)
         client.chat.completions.create(model="gpt-4o-mini", messages=[...])
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models`` and the
-Azure forms ``POST /openai/deployments/{deployment}/chat/completions|embeddings`` (the model is
-the deployment name there).  Anything else is a 404 in the OpenAI error format.  Invalid
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/responses``,
+``GET /v1/models`` and the Azure forms ``POST /openai/deployments/{deployment}/chat/completions|embeddings``
+(the model is the deployment name there) and ``POST /openai/responses``.  Anything else is a 404 in the OpenAI error format.  Invalid
 requests (missing/empty ``model``; ``messages`` not a non-empty list of objects with a string
 ``role``; embedding ``input`` not a string or non-empty list of strings) get a 400.
 
@@ -25,7 +25,19 @@ Deterministic answers (tests rely on them):
   ``id`` ``chatcmpl-{N}`` (N = running chat answer number), ``created`` 1700000000,
   ``finish_reason`` "stop", ``system_fingerprint`` "fp_test", ``model`` echoed.
   ``stream: true`` is answered as server-sent events with the same content (one content chunk
-  per choice, a finish chunk per choice, a usage chunk if ``stream_options.include_usage``).
+  per choice, or one per ``stream_words`` words; a finish chunk per choice; a usage chunk if
+  ``stream_options.include_usage``), written event by event (chunked transfer encoding).
+  A ``response_format`` of type ``json_schema`` gets JSON fitting the schema instead, its
+  strings being that text (``testkit_streams.json_for_schema``).
+* Responses API (``/v1/responses``): one ``message`` output item whose ``output_text`` is
+  ``f"answer {k} to: {last}"`` (``last``: ``input`` if a str, else the last input item's text),
+  id ``resp_{N}``; usage ``input_tokens`` = words of ``instructions`` and of every input item
+  (+3 each), ``output_tokens`` = words of the answer, with the same cached/reasoning details.
+  ``stream: true`` gives the event sequence of the real API (``response.created`` ...
+  ``response.output_text.delta`` ... ``response.completed``, with ``sequence_number``).
+* Faults mid-stream: ``drop_next(after_chunks=k)`` sends k events of the next streamed answer
+  and then cuts the connection; ``pause_next_stream(after_chunks=k)`` returns an event that
+  holds the rest of the next streamed answer back until it is set.
 * Chat usage: ``prompt_tokens`` = sum over messages of (whitespace words in content + 3),
   ``completion_tokens`` = words in all choices' content, ``total_tokens`` = their sum, plus
   ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.reasoning_tokens``
@@ -40,6 +52,10 @@ Deterministic answers (tests rely on them):
 
 A successful answer still counts (counters, ``k``) when the client has given up on it, e.g.
 after a client timeout during :meth:`FakeOpenAIServer.delay_next`.
+
+Why one module of ~570 lines: the server, its fault queue and its HTTP handler share one
+lock and one request record, and this docstring is the specification tests rely on. The
+wire shapes of streamed answers and of the Responses API live in ``testkit_streams.py``.
 """
 
 from __future__ import annotations
@@ -56,12 +72,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import testkit_streams as streams
+
 __all__ = ["FakeOpenAIServer", "RecordedRequest"]
 
 CREATED = 1700000000
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 _ROUTE = re.compile(
-    r"^/(?:v1|openai/deployments/(?P<dep>[^/]+))/(?P<op>chat/completions|embeddings)$"
+    r"^/(?:v1|openai/deployments/(?P<dep>[^/]+)|openai(?:/v1)?)"
+    r"/(?P<op>chat/completions|embeddings|responses)$"
 )
 _ERROR_KINDS = {
     400: ("invalid_request_error", None),
@@ -94,7 +113,9 @@ def _words(text: str) -> int:
 def _text(content: Any) -> str:
     if isinstance(content, list):
         parts = [
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text")
         ]
         return " ".join(str(p) for p in parts)
     return content if isinstance(content, str) else ""
@@ -121,8 +142,16 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
 class FakeOpenAIServer:
     """OpenAI-compatible server on a local port; see the module docstring for its answers."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, embedding_dim: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        embedding_dim: int = 8,
+        stream_words: int | None = None,
+    ) -> None:
         self._host, self._port, self.embedding_dim = host, port, embedding_dim
+        self.stream_words = stream_words  # words per streamed content chunk; None: whole
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -132,6 +161,7 @@ class FakeOpenAIServer:
 
     def _clear(self) -> None:
         self._request_count = self._chat_count = self._embedding_count = 0
+        self._response_count = 0
         self._requests: list[RecordedRequest] = []
         self._pending: list[tuple[str, Any]] = []
         self._answers: dict[str, int] = {}
@@ -206,6 +236,12 @@ class FakeOpenAIServer:
             return self._embedding_count
 
     @property
+    def response_count(self) -> int:
+        """Answers given by ``/responses``."""
+        with self._lock:
+            return self._response_count
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """Every request in arrival order (a copy of the list)."""
         with self._lock:
@@ -233,10 +269,20 @@ class FakeOpenAIServer:
         with self._lock:
             self._pending += [("delay", seconds)] * times
 
-    def drop_next(self, times: int = 1) -> None:
-        """Close the connection of the next ``times`` requests without any response."""
+    def drop_next(self, times: int = 1, *, after_chunks: int | None = None) -> None:
+        """Close the connection of the next ``times`` requests without any response; with
+        ``after_chunks=k``, send the headers and the first k events of a streamed answer first
+        (a request that is not streamed is then dropped before any response)."""
         with self._lock:
-            self._pending += [("drop", None)] * times
+            self._pending += [("drop", after_chunks)] * times
+
+    def pause_next_stream(self, after_chunks: int = 1) -> threading.Event:
+        """Send the first ``after_chunks`` events of the next request's streamed answer, then
+        wait until the returned event is set (or the server stops) before sending the rest."""
+        gate = threading.Event()
+        with self._lock:
+            self._pending.append(("pause", (after_chunks, gate)))
+        return gate
 
     def set_usage_details(self, *, cached_tokens: int = 0, reasoning_tokens: int = 0) -> None:
         """Report these cached/reasoning token counts on later chat answers."""
@@ -290,6 +336,8 @@ class FakeOpenAIServer:
                 raise _BadRequest("you must provide a model parameter")
             if match["op"] == "embeddings":
                 return 200, self._embeddings(model, body)
+            if match["op"] == "responses":
+                return 200, self._responses(model, body)
             return 200, self._chat(model, body)
         except _BadRequest as exc:
             return 400, error_body(400, str(exc))
@@ -321,6 +369,9 @@ class FakeOpenAIServer:
             reply if reply is not None else f"answer {k}{f'.{i}' if n > 1 else ''} to: {last}"
             for i in range(n)
         ]
+        schema = streams.requested_schema(body)
+        if schema is not None and reply is None:
+            texts = [json.dumps(streams.json_for_schema(schema, t)) for t in texts]
         prompt = sum(_words(_text(m.get("content"))) + 3 for m in messages)
         completion = sum(_words(t) for t in texts)
         prompt, completion = (
@@ -353,6 +404,44 @@ class FakeOpenAIServer:
             }
         return answer
 
+    def _responses(self, model: str, body: dict) -> dict[str, Any]:
+        items = body.get("input")
+        if isinstance(items, str):
+            items = [{"role": "user", "content": items}]
+        if not isinstance(items, list) or not items:
+            raise _BadRequest("'input' must be a string or a non-empty array of input items")
+        texts = [_text(i.get("content")) if isinstance(i, dict) else "" for i in items]
+        key_body = {k: v for k, v in body.items() if k not in ("stream", "user")}
+        key = json.dumps({**key_body, "model": model}, sort_keys=True, separators=(",", ":"))
+        with self._lock:
+            self._response_count += 1
+            number = self._response_count
+            k = self._answers[key] = self._answers.get(key, 0) + 1
+            cached, reasoning, forced, omit = (
+                self._cached,
+                self._reasoning,
+                self._forced,
+                self._omit_usage,
+            )
+        text = f"answer {k} to: {texts[-1][:60]}"
+        schema = streams.requested_schema(body)
+        if schema is not None:
+            text = json.dumps(streams.json_for_schema(schema, text))
+        prompt = sum(_words(t) + 3 for t in texts) + _words(str(body.get("instructions") or ""))
+        completion = _words(text)
+        prompt = prompt if forced[0] is None else forced[0]
+        completion = completion if forced[1] is None else forced[1]
+        usage = None
+        if not omit:
+            usage = {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens": completion,
+                "output_tokens_details": {"reasoning_tokens": reasoning},
+                "total_tokens": prompt + completion,
+            }
+        return streams.response_answer(number, model, text, usage, body)
+
     def _embeddings(self, model: str, body: dict) -> dict[str, Any]:
         inputs, dim = body.get("input"), body.get("dimensions") or self.embedding_dim
         if isinstance(inputs, str):
@@ -377,27 +466,6 @@ class FakeOpenAIServer:
             "model": model,
             "usage": {"prompt_tokens": words, "total_tokens": words},
         }
-
-
-def _sse(answer: dict[str, Any], include_usage: bool) -> bytes:
-    """Re-encode a chat answer as the server-sent events of a streamed answer."""
-    head = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint")}
-    head["object"] = "chat.completion.chunk"
-    chunks = []
-    for c in answer["choices"]:
-        delta = {"role": "assistant", "content": c["message"]["content"]}
-        chunks.append(
-            {**head, "choices": [{"index": c["index"], "delta": delta, "finish_reason": None}]}
-        )
-    for c in answer["choices"]:
-        chunks.append(
-            {**head, "choices": [{"index": c["index"], "delta": {}, "finish_reason": "stop"}]}
-        )
-    if include_usage:
-        chunks = [{**ch, "usage": None} for ch in chunks]
-        chunks.append({**head, "choices": [], "usage": answer.get("usage")})
-    events = [f"data: {json.dumps(ch)}\n\n" for ch in chunks] + ["data: [DONE]\n\n"]
-    return "".join(events).encode()
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -444,7 +512,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         number, action = fake._arrive(record)
         extra: dict[str, str] = {}
-        if action is not None and action[0] == "drop":
+        streamed = isinstance(body, dict) and bool(body.get("stream"))
+        if action is not None and action[0] == "drop" and (action[1] is None or not streamed):
             self.close_connection = True
             return
         if action is not None and action[0] == "delay":
@@ -460,10 +529,17 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = 400, error_body(400, "We could not parse the JSON body.")
         else:
             status, answer = fake._answer(self.command, self.path, body)
+        if status == 200 and streamed and isinstance(body, dict):
+            if "choices" in answer:
+                options = body.get("stream_options") or {}
+                include_usage = bool(options.get("include_usage"))
+                events = streams.chat_events(answer, include_usage, fake.stream_words)
+            else:
+                events = streams.response_events(answer, fake.stream_words)
+            fake._responded(record, status)
+            self._stream(number, events, action)
+            return
         payload, ctype = json.dumps(answer).encode(), "application/json"
-        if status == 200 and isinstance(body, dict) and body.get("stream") and "choices" in answer:
-            options = body.get("stream_options") or {}
-            payload, ctype = _sse(answer, bool(options.get("include_usage"))), "text/event-stream"
         fake._responded(record, status)
         try:
             self.send_response(status)
@@ -475,6 +551,34 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except OSError:  # the client gave up (e.g. its timeout fired during a delay)
+            self.close_connection = True
+
+    def _stream(self, number: int, events: list[bytes], action: tuple[str, Any] | None) -> None:
+        """Server-sent events, each its own HTTP chunk, flushed as it is written."""
+        cut = action[1] if action is not None and action[0] == "drop" else None
+        pause = action[1] if action is not None and action[0] == "pause" else None
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-request-id", f"req_{number}")
+            self.end_headers()
+            for i, event in enumerate(events):
+                if cut is not None and i == cut:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)  # mid-stream disconnect
+                    self.close_connection = True
+                    return
+                if pause is not None and i == pause[0]:
+                    while not pause[1].wait(0.05):
+                        if self.server.fake._stopping.is_set():
+                            self.close_connection = True
+                            return
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:  # the client hung up half-way (an abandoned stream)
             self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle

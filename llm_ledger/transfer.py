@@ -102,7 +102,10 @@ FIELDS: dict[str, dict[str, Field]] = {
 # field -> the value older bundles get: None for a nullable column, else its default), so
 # it never makes an older bundle invalid; a field this code does not know (a bundle from
 # newer code) still does. docs/bundle-format.md, "Bundles and schema changes".
-ADDED_FIELDS: dict[str, dict[str, Any]] = {}
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    # revision 0007: the stream audit columns (nullable)
+    "call": {"stream_status": None, "first_chunk_ms": None, "chunks": None},
+}
 
 
 def _encode_value(value: Any) -> Any:

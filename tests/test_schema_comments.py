@@ -19,6 +19,10 @@ MODEL_COMMENTS = {
 }
 
 
+# The view set a ledger at head has (the newest one).
+HEAD_VIEWS = "0007"
+
+
 def _migrated(url: str, revision: str = "head") -> sa.Engine:
     engine = db.make_engine(url)
     db.upgrade(engine, revision)
@@ -76,7 +80,7 @@ def test_0004_changes_nothing_on_mariadb_but_the_comments(mysql_url: str) -> Non
     engine = _migrated(mysql_url, "0006")
     try:
         before = _create_statements(engine)
-        db.upgrade(engine)
+        db.upgrade(engine, "0004")
         after = _create_statements(engine)
         db.downgrade(engine, "0006")
         again = _create_statements(engine)
@@ -118,7 +122,7 @@ def test_rebuilt_views_refuses_a_view_set_whose_calls_misses_a_new_column(any_db
         with engine.begin() as conn:
             ops = _ops(conn)
             with pytest.raises(viewsets.ViewSetError) as err:
-                with viewsets.rebuilt_views("0001", operations=ops):
+                with viewsets.rebuilt_views(HEAD_VIEWS, operations=ops):
                     ops.add_column("call_log", sa.Column("prompt_text", sa.Text(), nullable=True))
     finally:
         engine.dispose()
@@ -133,10 +137,10 @@ def test_rebuilt_views_creates_the_revisions_views_again(any_db: str) -> None:
     try:
         before = {
             v: [c["name"] for c in inspect(engine).get_columns(v)]
-            for v in viewsets.VIEW_SETS["0001"]
+            for v in viewsets.VIEW_SETS[HEAD_VIEWS]
         }
         with engine.begin() as conn:
-            with viewsets.rebuilt_views("0001", operations=_ops(conn)):
+            with viewsets.rebuilt_views(HEAD_VIEWS, operations=_ops(conn)):
                 assert set(inspect(conn).get_view_names()) & set(before) == set()
         after = {v: [c["name"] for c in inspect(engine).get_columns(v)] for v in before}
     finally:

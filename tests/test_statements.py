@@ -41,6 +41,9 @@ def record(**changes: object) -> CallRecord:
         run="r",
         template="t.mustache",
         tags={"team": "a"},
+        stream_status="error",
+        first_chunk_ms=4.5,
+        chunks=2,
     )
     return CallRecord(**{**fields, **changes})  # type: ignore[arg-type]
 
@@ -81,6 +84,9 @@ def test_every_call_log_column_comes_from_the_record() -> None:
         "template": "t.mustache",
         "tags": {"team": "a"},
         "library_version": "9.9",
+        "stream_status": "error",
+        "first_chunk_ms": 4.5,
+        "chunks": 2,
     }
 
 

@@ -57,7 +57,11 @@ def test_every_row_of_a_saved_ledger_survives_the_upgrade(saved: Path) -> None:
     llm_ledger.Ledger(str(saved)).close()
 
     assert revision_of(saved) == db.head_revision()
-    assert dump(saved) == before
+    # Columns added since (0007: stream_status, first_chunk_ms, chunks) are NULL on old rows.
+    added: dict[str, tuple[Any, ...]] = {"call_log": (None, None, None)}
+    assert dump(saved) == {
+        t: [row + added.get(t, ()) for row in rows] for t, rows in before.items()
+    }
 
 
 def test_a_saved_ledger_replays_its_answers_after_the_upgrade(

@@ -109,5 +109,7 @@ def show(
     for section in ("usage", "cost"):
         emit_fields(section, doc[section].items())
     emit_fields("error", (doc["error"] or {}).items())
+    if "stream" in doc:
+        emit_fields("stream", doc["stream"].items())
     emit_json_block("request", request)
     emit_json_block("response", response)
