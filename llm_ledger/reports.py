@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from . import pricing
 from .errors import ConfigError
+from .filters import CallFilter
 from .models import CallLog, CallTag, Request, Response
 from .records import Usage
 from .repository import Ledger
@@ -137,6 +138,7 @@ def costs(
     model: str | None = None,
     *,
     with_unpriced: bool = False,
+    filters: CallFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Calls, hits, billed tokens, cost and savings per model, day, run, tag or template.
 
@@ -144,12 +146,13 @@ def costs(
     calls without a run / template. A call with two tags counts under each of them, so
     ``by="tag"`` rows do not add up to the ledger's total. ``with_unpriced`` adds
     ``unpriced``: answered API calls of the group whose cost is unknown (NULL), which the
-    ``cost_usd`` total therefore leaves out.
+    ``cost_usd`` total therefore leaves out. ``filters`` adds more conditions (tags,
+    status, namespace, ...: :class:`llm_ledger.filters.CallFilter`).
     """
     if by not in GROUPINGS:
         raise ConfigError(f"by={by!r}: expected one of {', '.join(GROUPINGS)}")
     lo, hi = time_range(since, until)
-    where = _where(lo, hi, run, model)
+    where = _where(lo, hi, run, model) + (filters.conditions() if filters else [])
     found: list[tuple[str | None, Any]]
     with _reading(ledger) as conn:
         if by == "day":
@@ -202,6 +205,8 @@ def stats(
     ledger: Ledger | Connection,
     since: str | date | datetime | None = None,
     until: str | date | datetime | None = None,
+    *,
+    filters: CallFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Per model: calls, hits, hit rate, billed tokens, cost, savings, p50/p95 latency.
 
@@ -213,7 +218,7 @@ def stats(
     so memory stays constant however many rows there are.
     """
     lo, hi = time_range(since, until)
-    where = _where(lo, hi)
+    where = _where(lo, hi) + (filters.conditions() if filters else [])
     stmt = select(_LOG.c.model, *_usage_columns()).where(*where).group_by(_LOG.c.model)
     rows = []
     with _reading(ledger) as conn:

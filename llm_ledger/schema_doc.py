@@ -72,13 +72,28 @@ COLUMNS: dict[str, str] = {
     "cached_answers.cost_usd": f"What that answer cost when it was paid for ({_MONEY}).",
     "cached_answers.created_at": f"When the entry was created ({_UTC}).",
     "cached_answers.updated_at": f"When it last got a new answer ({_UTC}).",
+    **{
+        f"{view}.{name}": meaning
+        for view in ("calls", "cached_answers")
+        for name, meaning in {
+            "system_prompt": "Text of the first message when its role is system or developer "
+            "(from the request JSON); a content given as parts counts its text parts.",
+            "prompt": "Text of the last message whose role is user, or the embedding input "
+            "(strings joined by spaces).",
+            "answer": "The first choice's text; else `refusal: ...`, else `tool calls: "
+            "name(arguments); ...`. NULL for embeddings and for calls without an answer.",
+            "finish_reason": "The first choice's finish_reason (`stop`, `length`, `tool_calls`, "
+            "`content_filter`); NULL for embeddings and for calls without an answer.",
+        }.items()
+    },  # fmt: skip
 }
 
 # A view column described as the table column it copies: ``calls`` is call_log as it is.
 SAME_AS = {"calls": "call_log"}
 
 VIEWS = {
-    "calls": "Every call_log row, as it is: the view to start queries from.",
+    "calls": "Every call_log row, as it is, with the texts of its prompt and answer "
+    "(system_prompt, prompt, answer, finish_reason): the view to start queries from.",
     "daily_usage": "Calls, hits, errors, tokens and money per UTC day and model.",
     "model_costs": "Calls, hits, errors, tokens, money and latency per model, over all time.",
     "cached_answers": "What the cache serves now: each entry with its request and answer.",
@@ -313,7 +328,19 @@ def generate() -> str:
     for view in views:
         out += [f"### {view.name}", "", VIEWS.get(view.name, ""), ""]
         if view.name in SAME_AS:
-            out += [f"Its columns are those of `{SAME_AS[view.name]}`, with the same meanings.", ""]
+            same = SAME_AS[view.name]
+            own = [n for n in view.columns if f"{view.name}.{n}" in COLUMNS]
+            out += [f"Its columns are those of `{same}`, with the same meanings, and:", ""]
+            out += ["| column | meaning |", "|---|---|"]
+            out += [f"| `{n}` | {_cell(describe(view.name, n) or '')} |" for n in own]
+            out += [
+                "",
+                "The SQL below is SQLite's; PostgreSQL computes the texts with the functions "
+                "`ledger_system_prompt`, `ledger_prompt`, `ledger_answer`, "
+                "`ledger_finish_reason`, MariaDB with `JSON_TABLE` (migration 0008). "
+                "Full-text search: docs/analyst.md.",
+                "",
+            ]
         else:
             out += ["| column | meaning |", "|---|---|"]
             for name in view.columns:

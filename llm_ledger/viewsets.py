@@ -14,6 +14,9 @@ A migration that changes a view, or a table a view reads, recreates every view w
         with rebuilt_views("0001"):        # the set the previous revision used
             op.drop_column("call_log", "prompt_text")
 
+A set whose SQL differs per engine is a function of the dialect name (``"sqlite"``,
+``"postgresql"``, ``"mysql"``/``"mariadb"``) returning the views, like ``"0008"``.
+
 To add a set: copy the newest one in :data:`VIEW_SETS` under the new revision id and edit
 the copy (say, add the new column to ``calls``). Never edit a set once a migration uses
 it: old migrations must create what they created when they were written, so each set is
@@ -22,17 +25,20 @@ table a view reads.)
 
 A new ``call_log`` column cannot silently miss the ``calls`` view: when the block ends,
 :func:`rebuilt_views` compares the ``calls`` view of the set with the columns the table
-has at that moment, and fails the migration naming any column the view leaves out.
+has at that moment (asking the database for the columns the SELECT yields), and fails the
+migration naming any column the view leaves out.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from alembic import op
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+
+from . import textviews
 
 # The cost views count billed tokens: a hit's row carries the tokens of the answer it served
 # (what it would have cost), which they leave out, as the cost reports do.
@@ -46,7 +52,10 @@ _USAGE_0001 = (
     "SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
 )
 
-VIEW_SETS: dict[str, dict[str, str]] = {
+ViewSet = Mapping[str, str] | Callable[[str], Mapping[str, str]]
+"""Views by name (the same SQL on every engine), or a function of the dialect name giving them."""
+
+VIEW_SETS: dict[str, ViewSet] = {
     # Created by migration 0001 (which holds its own copy); unchanged through 0006 and 0004.
     "0001": {
         "calls": (
@@ -107,6 +116,29 @@ VIEW_SETS: dict[str, dict[str, str]] = {
 """Schema revision -> the views it defines (name -> SELECT), in creation order."""
 
 
+def _set_0008(dialect: str) -> dict[str, str]:
+    """0007's views, with the text columns on ``calls`` and ``cached_answers`` (per engine)."""
+    texts = textviews.views(dialect)
+    same = VIEW_SETS["0007"]
+    assert isinstance(same, Mapping)
+    return {
+        "calls": texts["calls"],
+        "daily_usage": same["daily_usage"],
+        "model_costs": same["model_costs"],
+        "cached_answers": texts["cached_answers"],
+    }
+
+
+# Migration 0008: system_prompt, prompt, answer, finish_reason (llm_ledger/textviews.py).
+VIEW_SETS["0008"] = _set_0008
+
+
+def views_for(revision: str, dialect: str) -> Mapping[str, str]:
+    """The views of ``revision``'s set as ``dialect`` creates them."""
+    found = VIEW_SETS[revision]
+    return found(dialect) if callable(found) else found
+
+
 class ViewSetError(RuntimeError):
     """A view set does not fit the tables it reads (a migration bug, caught while migrating)."""
 
@@ -114,14 +146,16 @@ class ViewSetError(RuntimeError):
 def drop_views(names: list[str] | None = None, *, operations: Any = None) -> None:
     """Drop the named views (default: every view of every set), if they exist."""
     ops = operations or op
-    every = {name for views in VIEW_SETS.values() for name in views}
+    every = {name for revision in VIEW_SETS for name in views_for(revision, "sqlite")}
     for name in reversed(sorted(every) if names is None else names):
         ops.execute(f"DROP VIEW IF EXISTS {name}")
 
 
-def create_views(views: Mapping[str, str], *, operations: Any = None) -> None:
+def create_views(views: ViewSet, *, operations: Any = None) -> None:
     """Create each view from its SELECT, in order, after checking ``calls`` covers call_log."""
     ops = operations or op
+    if callable(views):
+        views = views(ops.get_bind().dialect.name)
     _check_calls(views, ops)
     for name, select in views.items():
         ops.execute(f"CREATE VIEW {name} AS {select}")
@@ -145,13 +179,14 @@ def rebuilt_views(revision: str, *, operations: Any = None) -> Iterator[None]:
 
 
 def _check_calls(views: Mapping[str, str], ops: Any) -> None:
+    """The columns the ``calls`` SELECT yields (asked of the database, not parsed from the
+    SQL, which may hold subqueries and commas of its own) cover call_log's."""
     select = views.get("calls")
     if select is None:
         return
-    selected = {
-        item.strip().split()[-1].split(".")[-1].lower()
-        for item in select.split(" FROM ")[0].removeprefix("SELECT ").split(",")
-    }
+    result = ops.get_bind().execute(text(f"SELECT * FROM ({select}) AS v WHERE 1 = 0"))
+    selected = {name.lower() for name in result.keys()}
+    result.close()
     columns = [c["name"] for c in inspect(ops.get_bind()).get_columns("call_log")]
     missing = [c for c in columns if c.lower() not in selected]
     if missing:

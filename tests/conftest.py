@@ -94,6 +94,7 @@ def _drop_everything(url: str) -> None:
         for view in ("calls", "daily_usage", "model_costs", "cached_answers"):
             conn.execute(text(f"DROP VIEW IF EXISTS {view}"))
         for table in (
+            "answer_search",  # migration 0008's search table (MariaDB, SQLite)
             "call_tags",
             "call_log",
             "cache_entries",

@@ -20,7 +20,7 @@ MODEL_COMMENTS = {
 
 
 # The view set a ledger at head has (the newest one).
-HEAD_VIEWS = "0007"
+HEAD_VIEWS = "0008"
 
 
 def _migrated(url: str, revision: str = "head") -> sa.Engine:
@@ -100,7 +100,8 @@ def test_the_calls_view_selects_every_call_log_column(any_db: str) -> None:
         table = [c["name"] for c in insp.get_columns("call_log")]
     finally:
         engine.dispose()
-    assert sorted(view) == sorted(table)
+    # Every call_log column, and (from 0008) the four texts read from the request/response.
+    assert sorted(view) == sorted([*table, "system_prompt", "prompt", "answer", "finish_reason"])
 
 
 def test_view_set_0001_is_what_migration_0001_creates() -> None:
@@ -132,12 +133,30 @@ def test_rebuilt_views_refuses_a_view_set_whose_calls_misses_a_new_column(any_db
     )
 
 
+def test_rebuilt_views_checks_a_per_engine_set_with_subqueries(any_db: str) -> None:
+    """Set 0008's calls reads its texts through subqueries (commas and FROMs of their own):
+    its columns are asked of the database, so a new call_log column is still caught."""
+    engine = _migrated(any_db)
+    try:
+        with engine.begin() as conn:
+            ops = _ops(conn)
+            with pytest.raises(viewsets.ViewSetError) as err:
+                with viewsets.rebuilt_views("0008", operations=ops):
+                    ops.add_column("call_log", sa.Column("stream_chunks", sa.Integer()))
+    finally:
+        engine.dispose()
+    assert str(err.value) == (
+        "call_log has column(s) stream_chunks that the calls view of this view set does not "
+        "select: add them to its calls view in llm_ledger/viewsets.py"
+    )
+
+
 def test_rebuilt_views_creates_the_revisions_views_again(any_db: str) -> None:
     engine = _migrated(any_db)
     try:
         before = {
             v: [c["name"] for c in inspect(engine).get_columns(v)]
-            for v in viewsets.VIEW_SETS[HEAD_VIEWS]
+            for v in viewsets.views_for(HEAD_VIEWS, engine.dialect.name)
         }
         with engine.begin() as conn:
             with viewsets.rebuilt_views(HEAD_VIEWS, operations=_ops(conn)):

@@ -3,8 +3,9 @@
 One Typer app; commands live by subject: ``admin.py`` (info, migrate, recover, demo),
 ``calls.py`` (calls, show), ``sql.py`` (sql, and the read-only connections),
 ``costs.py`` (costs, stats, reprice), ``transfer.py`` (export, import, copy,
-import-pickle, prune, vacuum). Output, errors, dates and progress bars are in
-``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
+import-pickle, prune, vacuum), ``analyst.py`` (search, report, datasette-metadata).
+Output, errors, dates, progress bars and the call filter options all reading commands
+share are in ``output.py``. ``--db`` falls back to LLM_LEDGER_URL, then ./llm_ledger.db.
 
 Why the command modules load lazily: they import SQLAlchemy, Alembic, the OpenAI SDK
 (~1.5 s together), and ``llm-ledger --help`` needs none of that. ``_LazyGroup`` lists

@@ -9,15 +9,35 @@ import enum
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.engine import Connection
 
 from .. import db, reports
+from ..errors import LedgerError
+from ..filters import CallFilter, parse_tags
 from ..repository import Ledger
 from . import app
-from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, failing, wide
+from .output import (
+    FORMAT_OPTION,
+    Cache,
+    CacheOpt,
+    Format,
+    Model,
+    Namespace,
+    Run,
+    Since,
+    Status,
+    StatusOpt,
+    Tags,
+    Until,
+    emit,
+    fail,
+    failing,
+    wide,
+)
 
 # The group of calls without a run / template, named (a blank cell read as missing data).
 NO_GROUP = {"run": "(no run)", "template": "(no template)", "model": "(none)", "day": "(none)"}
@@ -82,6 +102,10 @@ def costs(
     until: Until = None,
     run: Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")] = None,
     model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
+    status: StatusOpt = None,
+    cache: CacheOpt = None,
+    namespace: Namespace = None,
+    tag: Tags = None,
     fmt: Format = FORMAT_OPTION,
 ) -> None:
     """Dollar cost and cache savings, grouped; most expensive first.
@@ -91,9 +115,17 @@ def costs(
 
     Example: llm-ledger costs --by day --since 2026-05-01 --until 2026-05-31 --format csv
     """
+    more = _more_filters(status, cache, namespace, tag)
     with _reading(ctx.obj.db) as conn:
         rows = reports.costs(
-            conn, by.value, since=since, until=until, run=run, model=model, with_unpriced=True
+            conn,
+            by.value,
+            since=since,
+            until=until,
+            run=run,
+            model=model,
+            with_unpriced=True,
+            filters=more,
         )
     for row in rows:
         row[by.value] = row.pop("group")
@@ -109,10 +141,10 @@ def costs(
     )
     unpriced = [f"{r[by.value] or '(none)'}: {r['unpriced']}" for r in rows if r["unpriced"]]
     if unpriced:
-        more = f" and {len(unpriced) - 5} more" if len(unpriced) > 5 else ""
+        rest = f" and {len(unpriced) - 5} more" if len(unpriced) > 5 else ""
         typer.echo(
             f"note: paid calls without a price (cost_usd NULL, left out of the totals), "
-            f"by {by.value}: {', '.join(unpriced[:5])}{more}; map the model with "
+            f"by {by.value}: {', '.join(unpriced[:5])}{rest}; map the model with "
             "LLM_LEDGER_MODEL_MAP or LLM_LEDGER_PRICES, then run `llm-ledger reprice`",
             err=True,
         )
@@ -123,6 +155,15 @@ def stats(
     ctx: typer.Context,
     since: Since = None,
     until: Until = None,
+    run: Run = None,
+    model: Model = None,
+    status: StatusOpt = None,
+    cache: CacheOpt = None,
+    namespace: Namespace = None,
+    tag: Tags = None,
+    chart: Annotated[
+        bool, typer.Option("--chart", help="Also draw cost and hit rate per model as bars.")
+    ] = False,
     fmt: Format = FORMAT_OPTION,
 ) -> None:
     """Per model: calls, hit rate, billed tokens, cost, savings, p50/p95 latency (ms).
@@ -131,9 +172,63 @@ def stats(
 
     Example: llm-ledger stats --since 2026-05-01 --format json
     """
+    more = _more_filters(status, cache, namespace, tag, run=run, model=model)
     with _reading(ctx.obj.db) as conn:
-        rows = reports.stats(conn, since=since, until=until)
+        rows = reports.stats(conn, since=since, until=until, filters=more)
     emit(rows, STATS_COLUMNS, fmt, title="Calls by model", width=wide(), empty=NOTHING)
+    if chart and fmt is Format.table:
+        typer.echo(bar_chart(rows))
+
+
+def _more_filters(
+    status: Status | None,
+    cache: Cache | None,
+    namespace: str | None,
+    tags: list[str] | None,
+    run: str | None = None,
+    model: str | None = None,
+) -> CallFilter:
+    """The filters beyond the date window (which reports parses itself, with its messages)."""
+    try:
+        return CallFilter(
+            run=run,
+            model=model,
+            status=status.value if status else None,
+            cache=cache.value if cache else None,
+            namespace=namespace,
+            tags=parse_tags(tags),
+        )
+    except LedgerError as exc:
+        fail(str(exc))
+
+
+BAR_WIDTH = 40
+
+
+def bar_chart(rows: list[dict[str, Any]]) -> str:
+    """Cost and hit rate per model as lines of block characters (``stats --chart``)."""
+    if not rows:
+        return ""
+    name_width = max(len(str(r["model"])) for r in rows)
+    top = max(float(r["cost_usd"]) for r in rows) or 1.0
+
+    def bar(fraction: float) -> str:
+        eighths = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH * 8)
+        full, part = divmod(eighths, 8)
+        return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")).ljust(BAR_WIDTH)
+
+    lines = ["", "cost_usd"]
+    lines += [
+        f"  {str(r['model']).ljust(name_width)}  {bar(float(r['cost_usd']) / top)}  "
+        f"{Decimal(str(r['cost_usd'])):f}"
+        for r in rows
+    ]
+    lines += ["", "hit_rate"]
+    lines += [
+        f"  {str(r['model']).ljust(name_width)}  {bar(r['hit_rate'])}  {r['hit_rate']:.1%}"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 @app.command()

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from .. import db
 from ..errors import ConfigError, LedgerError
 from ..timebounds import parse_time
 
+if TYPE_CHECKING:
+    from ..filters import CallFilter
+
 # Tables piped to a file or another program are not folded to a terminal's width.
 PIPE_WIDTH = 240
 
@@ -31,6 +34,7 @@ class Format(str, enum.Enum):
     table = "table"
     csv = "csv"
     json = "json"
+    nl = "nl"  # newline-delimited JSON: one object per line
 
 
 # The date window every command that filters by time takes (the same words everywhere).
@@ -43,9 +47,88 @@ Until = Annotated[
     typer.Option(help="Before this UTC datetime; a date alone includes that whole day."),
 ]
 
+# The call filters every reading command takes (calls, search, costs, stats, report): the
+# same words everywhere, one llm_ledger.filters.CallFilter.
+
+
+class Status(str, enum.Enum):
+    ok = "ok"
+    error = "error"
+    refused = "refused"
+
+
+class Cache(str, enum.Enum):
+    hit = "hit"
+    miss = "miss"
+    bypass = "bypass"
+
+
+Run = Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")]
+Model = Annotated[str | None, typer.Option(help="Only calls to this model.")]
+StatusOpt = Annotated[Status | None, typer.Option(help="Only calls with this status.")]
+CacheOpt = Annotated[Cache | None, typer.Option(help="Only calls with this cache status.")]
+Namespace = Annotated[str | None, typer.Option(help="Only calls in this cache namespace.")]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="NAME=VALUE",
+        help="Only calls with this tag; repeat for calls that have every one.",
+    ),
+]
+
+
+def tag_option(tags: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--tag NAME=VALUE`` options as pairs; a malformed one exits with the message."""
+    from ..filters import parse_tags  # SQLAlchemy: not at --help time
+
+    try:
+        return parse_tags(tags)
+    except LedgerError as exc:
+        fail(str(exc))
+
+
+def call_filter(
+    since: str | None = None,
+    until: str | None = None,
+    run: str | None = None,
+    model: str | None = None,
+    status: Status | None = None,
+    cache: Cache | None = None,
+    namespace: str | None = None,
+    tags: list[str] | None = None,
+) -> CallFilter:
+    """The options as a CallFilter; a malformed date or tag exits with the message."""
+    from ..errors import LedgerError
+    from ..filters import CallFilter, parse_tags  # SQLAlchemy: not at --help time
+
+    try:
+        found = CallFilter(
+            since=since,
+            until=until,
+            run=run,
+            model=model,
+            status=status.value if status else None,
+            cache=cache.value if cache else None,
+            namespace=namespace,
+            tags=parse_tags(tags),
+        )
+        found.conditions()  # parses the dates now, before anything is opened
+    except LedgerError as exc:
+        fail(str(exc))
+    return found
+
+
 FORMAT_OPTION = typer.Option(
-    Format.table, "--format", "-f", help="Output format: table, csv or json."
+    Format.table,
+    "--format",
+    "-f",
+    help="Output format: table, csv, json (an array) or nl (one JSON object per line).",
 )
+
+# Columns that hold JSON documents: printed as JSON values by json and nl on every engine
+# (SQLite and MariaDB hand them over as strings, PostgreSQL as objects).
+JSON_COLUMNS = frozenset({"request", "response", "tags"})
 
 
 def _plain(value: Any) -> Any:
@@ -65,6 +148,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return _plain(value)
+
+
+def _json_cell(column: str, value: Any) -> Any:
+    """A value for json/nl: a JSON column's text parsed into the object it holds."""
+    if column in JSON_COLUMNS and isinstance(value, (str, bytes)):
+        with contextlib.suppress(ValueError):
+            return plain(json.loads(value))
+    return plain(value)
 
 
 def _cell(value: Any) -> str:
@@ -106,8 +197,12 @@ def emit(
     ``empty``: what a table says instead when there are no rows (CSV keeps its header
     line and JSON is ``[]``, for programs).
     """
-    if fmt is Format.json:
-        typer.echo(_json([{c: _plain(r.get(c)) for c in columns} for r in rows]))
+    if fmt in (Format.json, Format.nl):
+        out = [{c: _json_cell(c, r.get(c)) for c in columns} for r in rows]
+        if fmt is Format.json:
+            typer.echo(_json(out))
+        for obj in out if fmt is Format.nl else ():
+            typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
     elif fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
