@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -78,12 +78,16 @@ def find_calls(
     cache: str | None = None,
     search: str | None = None,
     limit: int = 20,
+    namespace: str | None = None,
+    tags: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Calls newest first, as rows of :data:`CALL_COLUMNS`; ``limit`` 0 means all.
 
     ``since``/``until``: UTC bounds as :func:`llm_ledger.timebounds.parse_time` reads them
     (a date alone as ``until`` includes that day). ``search``: text in the request or the
-    answer JSON, case-insensitive.
+    answer JSON, case-insensitive (a substring, not the word index of ``llm-ledger
+    search``). ``namespace``: the cache namespace. ``tags``: name -> value pairs a call
+    must all have (the same conditions as :class:`llm_ledger.filters.CallFilter`).
     """
     lo, hi = parse_time(since, "since"), parse_time(until, "until", end=True)
     stmt = (
@@ -99,6 +103,11 @@ def find_calls(
     ):
         if value is not None:
             stmt = stmt.where(column == value)
+    pairs = tuple(tags.items()) if isinstance(tags, Mapping) else tuple(tags or ())
+    if namespace is not None or pairs:
+        from .filters import CallFilter
+
+        stmt = stmt.where(*CallFilter(namespace=namespace, tags=pairs).conditions(_LOG))
     if lo is not None:
         stmt = stmt.where(_LOG.c.created_at >= lo)
     if hi is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -11,14 +10,21 @@ from .. import calllog
 from . import app
 from .output import (
     FORMAT_OPTION,
+    CacheOpt,
     Format,
+    Model,
+    Namespace,
+    Run,
     Since,
+    StatusOpt,
+    Tags,
     Until,
     emit,
     emit_fields,
     emit_json_block,
     emit_object,
     fail,
+    tag_option,
     time_option,
     where,
     wide,
@@ -28,30 +34,23 @@ from .sql import read_only
 MAX_ID = 2**63 - 1  # the largest BIGINT: ids and LIMITs beyond it fit no engine
 
 
-class Status(str, Enum):
-    ok = "ok"
-    error = "error"
-    refused = "refused"
-
-
-class Cache(str, Enum):
-    hit = "hit"
-    miss = "miss"
-    bypass = "bypass"
-
-
 @app.command()
 def calls(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="Only calls to this model.")] = None,
+    model: Model = None,
     since: Since = None,
     until: Until = None,
-    run: Annotated[str | None, typer.Option(help="Only calls made in scope(run=RUN).")] = None,
-    status: Annotated[Status | None, typer.Option(help="ok, error or refused.")] = None,
-    cache: Annotated[Cache | None, typer.Option(help="hit, miss or bypass.")] = None,
+    run: Run = None,
+    status: StatusOpt = None,
+    cache: CacheOpt = None,
+    namespace: Namespace = None,
+    tag: Tags = None,
     search: Annotated[
         str | None,
-        typer.Option(help="Text in the request or the answer JSON (case-insensitive)."),
+        typer.Option(
+            help="Text in the request or the answer JSON (case-insensitive substring; "
+            "`llm-ledger search` is the full-text search)."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many calls; 0: all.")] = 20,
     fmt: Format = FORMAT_OPTION,
@@ -62,6 +61,7 @@ def calls(
     Example: llm-ledger calls --model gpt-4o-mini --since 2026-05-01 --cache miss --limit 50
     """
     lo, hi = time_option(since, "--since"), time_option(until, "--until", end=True)
+    pairs = tag_option(tag)
     if limit > MAX_ID:
         fail(f"--limit {limit}: at most {MAX_ID} (or 0: every call)")
     with read_only(ctx.obj.db) as conn:
@@ -75,6 +75,8 @@ def calls(
             cache=cache.value if cache else None,
             search=search,
             limit=limit,
+            namespace=namespace,
+            tags=pairs,
         )
     emit(rows, calllog.CALL_COLUMNS, fmt, width=wide(), empty="no calls match these filters")
 
