@@ -27,7 +27,7 @@ from typing import Any
 
 from llm_ledger import report_html, search
 from llm_ledger.filters import CallFilter
-from llm_ledger.repository import Ledger
+from llm_ledger.store.repository import Ledger
 
 from . import seed, workload
 from .run import parse_size

@@ -80,11 +80,11 @@ def _source_arg(param: inspect.Parameter, db: Path) -> Any:
     """What to pass where the function wants its source ledger: a Ledger, an engine, or a path."""
     hint = f"{param.name} {param.annotation}".lower()
     if "engine" in hint:
-        from llm_ledger.repository import open_ledger
+        from llm_ledger.store.repository import open_ledger
 
         return open_ledger(str(db)).engine
     if "ledger" in hint and "str" not in hint and "url" not in hint and "path" not in hint:
-        from llm_ledger.repository import open_ledger
+        from llm_ledger.store.repository import open_ledger
 
         return open_ledger(str(db))
     return str(db)
@@ -132,7 +132,7 @@ def table_rows(db: Path, tables: Iterable[str] = TRANSFER_TABLES) -> dict[str, i
 def _report(db: str, repeats: int) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from llm_ledger.repository import open_ledger
+    from llm_ledger.store.repository import open_ledger
 
     try:
         fn = library_function("llm_ledger.reports", "costs")

@@ -55,7 +55,8 @@ from llm_ledger.testing import FakeOpenAIServer
 server = FakeOpenAIServer().start()
 os.environ["OPENAI_API_KEY"] = "sk-bench-not-a-real-key"
 os.environ["OPENAI_BASE_URL"] = server.url
-from llm_ledger import OpenAIClient, repository
+from llm_ledger import OpenAIClient
+from llm_ledger.store import repository
 client = OpenAIClient(cache_file_name=sys.argv[1])
 kind, run = sys.argv[2], sys.argv[3]
 

@@ -179,7 +179,7 @@ class Ledger(Contender):
         return self.client.send_message(messages, model=model, temperature=0.0)
 
     def close(self) -> None:
-        from llm_ledger import repository
+        from llm_ledger.store import repository
 
         repository.close_all()
         self.client = None

@@ -55,7 +55,8 @@ def _without_nagle(server: Any) -> None:
 def measure(db: Path, *, repeats: int, ops: int, nodelay: bool = False) -> dict[str, Any]:
     import openai
 
-    from llm_ledger import OpenAIClient, repository
+    from llm_ledger import OpenAIClient
+    from llm_ledger.store import repository
     from llm_ledger.testing import FakeOpenAIServer
 
     mark = seed.marks(db, seed.LEDGER_TABLES)

@@ -142,7 +142,7 @@ def seed(url: str, size: int, threads: int = 4) -> dict[str, float]:
     """Fresh ledger and floor tables holding entries 0..size-1; seconds each took."""
     import psycopg
 
-    from llm_ledger import repository
+    from llm_ledger.store import repository
 
     out: dict[str, float] = {}
     t0 = time.monotonic()
@@ -210,7 +210,8 @@ def _worker(
     barrier: Any,
     out: Any,
 ) -> None:
-    from llm_ledger import config, repository
+    from llm_ledger import config
+    from llm_ledger.store import repository
 
     config.reset_settings({})
     if kind == "ledger":

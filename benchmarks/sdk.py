@@ -32,9 +32,9 @@ import httpx2
 import openai
 
 import llm_ledger
-from llm_ledger import repository
 from llm_ledger.openai import AsyncOpenAI, OpenAI
 from llm_ledger.sdk.core import in_pool
+from llm_ledger.store import repository
 from llm_ledger.testing import FakeOpenAIServer
 
 MODEL = "gpt-4o-mini"

@@ -26,7 +26,7 @@ from typing import Any
 
 from llm_ledger import keys
 from llm_ledger._version import __version__
-from llm_ledger.repository import Ledger
+from llm_ledger.store.repository import Ledger
 
 from . import floor, workload
 
@@ -45,7 +45,7 @@ WORKLOAD_VERSION = "1"  # bump when workload.py or the seeders change what they 
 def fingerprint(ledger: bool = False) -> str:
     """The workload's version, and for a ledger its migrations: a kept store seeded under
     another one (a migration edited in place included) is seeded again, not measured."""
-    from llm_ledger import db
+    from llm_ledger.store import db
 
     h = hashlib.sha256(WORKLOAD_VERSION.encode())
     for script in sorted(db.migrations_dir().glob("versions/*.py")) if ledger else ():

@@ -51,9 +51,9 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         force_default_value,
         register_client,
     )
-    from .repository import Ledger, open_ledger
     from .sdk.clients import wrap
     from .sdk.seed_async import AsyncAzureClient, AsyncOpenAIClient
+    from .store.repository import Ledger, open_ledger
     from .templates import LLMCall
 
 logger = _log.logger
@@ -69,8 +69,8 @@ _LAZY: dict[str, str] = {
     "force_api_type": "registry",
     "force_default_value": "registry",
     "register_client": "registry",
-    "Ledger": "repository",
-    "open_ledger": "repository",
+    "Ledger": "store.repository",
+    "open_ledger": "store.repository",
     "LLMCall": "templates",
     "AsyncOpenAIClient": "sdk.seed_async",
     "AsyncAzureClient": "sdk.seed_async",

@@ -3,19 +3,19 @@
 ``repository.Ledger`` writes one call at a time; these are the operations that move
 many rows at once, on statements compiled once (statements.py):
 
-- :mod:`llm_ledger.selection`: one consistent snapshot, what an export takes
+- :mod:`llm_ledger.store.selection`: one consistent snapshot, what an export takes
   (:class:`Selection`), rows in key order (export, copy);
-- :mod:`llm_ledger.merge`: rows from another ledger merged in by natural identity
+- :mod:`llm_ledger.store.merge`: rows from another ledger merged in by natural identity
   (import, copy, pickle import);
-- :mod:`llm_ledger.maintenance`: ``prune``, ``vacuum`` and the ledger's size.
+- :mod:`llm_ledger.store.maintenance`: ``prune``, ``vacuum`` and the ledger's size.
 """
 
 from __future__ import annotations
 
-from .maintenance import ledger_size, prune, vacuum
-from .merge import MERGED, Merger, MergeResult, Tally
-from .models import TABLES
-from .selection import (
+from .store.maintenance import ledger_size, prune, vacuum
+from .store.merge import MERGED, Merger, MergeResult, Tally
+from .store.models import TABLES
+from .store.selection import (
     ID_TABLES,
     Selection,
     count_selected,

@@ -3,7 +3,7 @@
 Python callers get what the CLI shows: :func:`find_calls` (one summary row per call,
 newest first, with the prompt cut short) and :func:`get_call` (one call in full, grouped
 as ``show`` prints it). Both take a SQLAlchemy connection (the CLI's is read-only), a
-:class:`~llm_ledger.repository.Ledger`, or a ledger location.
+:class:`~llm_ledger.store.repository.Ledger`, or a ledger location.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.engine import Connection
 
 from . import keys
-from .models import CallLog, Request, Response
-from .repository import Ledger
+from .store.models import CallLog, Request, Response
+from .store.repository import Ledger
 from .timebounds import parse_time
 
 _LOG: Any = CallLog.__table__
@@ -61,7 +61,7 @@ def _connection(source: Source) -> Iterator[Connection]:
     if isinstance(source, Connection):
         yield source
         return
-    from .selection import opened
+    from .store.selection import opened
 
     with opened(source) as ledger, ledger.engine.connect() as conn:
         yield conn

@@ -67,9 +67,9 @@ from .errors import (
 from .log import info_enabled, logger
 from .policy import Action, CallOptions, Decision, StoreMode, decide, plan
 from .records import Answer, CallRecord, Stored, Usage
-from .repository import Ledger
 from .scope import Budget, reserve, settle
 from .scope import current as current_scope
+from .store.repository import Ledger
 
 log = logger
 Redactor = Callable[[dict[str, Any]], dict[str, Any]]

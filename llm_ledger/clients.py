@@ -35,8 +35,8 @@ from .errors import ConfigError
 from .log import logger
 from .policy import CallOptions
 from .records import Stored
-from .repository import Ledger, open_ledger
 from .scope import current as current_scope
+from .store.repository import Ledger, open_ledger
 
 log = logger
 _UNSET: Any = object()

@@ -2,7 +2,7 @@
 
 ``llm-ledger datasette-metadata > metadata.json`` then
 ``datasette llm_ledger.db -m metadata.json``: every table and view shows what its columns
-mean (the descriptions of docs/schema.md, from llm_ledger.schema_doc), the ``responses``
+mean (the descriptions of docs/schema.md, from llm_ledger.store.schema_doc), the ``responses``
 table gets a search box over the full-text index of migration 0008, and the canned
 queries below answer the usual questions. Datasette reads SQLite only; the queries are
 SQLite SQL (the views they read exist on every engine, so most run as-is elsewhere).
@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import schema_doc
 from ._version import __version__
+from .store import schema_doc
 
 __all__ = ["CANNED_QUERIES", "metadata"]
 

@@ -18,14 +18,14 @@ from decimal import Decimal
 
 from sqlalchemy import case, func, select
 
-from . import db
 from .clients import OpenAIClient
 from .config import DEFAULT_DB_FILE
 from .errors import LedgerError
 from .flight import reset_slots
-from .models import CallLog
-from .repository import Ledger
 from .scope import scope
+from .store import db
+from .store.models import CallLog
+from .store.repository import Ledger
 from .testing import FakeOpenAIServer
 
 RUN = "demo"

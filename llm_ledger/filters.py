@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 
 from .errors import ConfigError
-from .models import CallLog, CallTag
+from .store.models import CallLog, CallTag
 
 __all__ = ["STATUSES", "CACHE_STATUSES", "CallFilter", "parse_tags"]
 

@@ -34,8 +34,8 @@ from ._version import __version__
 from .errors import LedgerError, PickleImportError, UnsafePickleError
 from .log import logger
 from .records import CallRecord, Usage
-from .repository import Ledger
-from .statements import call_log_row, usage_columns
+from .store.repository import Ledger
+from .store.statements import call_log_row, usage_columns
 
 log = logger
 
@@ -395,7 +395,7 @@ def ledger_beside(location: str) -> tuple[str, Path | None]:
         return location, None
     beside = location[: -len(PICKLE_SUFFIX)] + LEDGER_SUFFIX
     if location.startswith("sqlite:"):
-        from .db import sqlite_path
+        from .store.db import sqlite_path
 
         path = sqlite_path(location)
         return beside, path

@@ -23,8 +23,8 @@ from . import reports, search
 from ._version import __version__
 from .errors import ConfigError
 from .filters import CallFilter
-from .models import CallLog
-from .repository import Ledger
+from .store.models import CallLog
+from .store.repository import Ledger
 
 __all__ = ["CHARTS", "build_report", "plotly_js", "write_report"]
 
@@ -122,7 +122,7 @@ def build_report(ledger: Ledger, filters: CallFilter | None = None) -> dict[str,
 
 
 def db_where(ledger: Ledger) -> str:
-    from . import db
+    from .store import db
 
     return db.describe(ledger.url)
 

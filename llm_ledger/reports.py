@@ -31,9 +31,9 @@ from sqlalchemy.engine import Connection
 from . import pricing
 from .errors import ConfigError
 from .filters import CallFilter
-from .models import CallLog, CallTag, Request, Response
 from .records import Usage
-from .repository import Ledger
+from .store.models import CallLog, CallTag, Request, Response
+from .store.repository import Ledger
 from .timebounds import parse_time, time_range
 
 __all__ = ["GROUPINGS", "costs", "parse_time", "reprice", "stats", "time_range"]

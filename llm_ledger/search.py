@@ -40,10 +40,10 @@ from sqlalchemy.types import Text
 
 from .errors import ConfigError
 from .filters import CallFilter
-from .models import CallLog
+from .store.models import CallLog
 
 if TYPE_CHECKING:
-    from .repository import Ledger
+    from .store.repository import Ledger
 
 __all__ = [
     "DERIVED_NAMES",

@@ -33,9 +33,9 @@ from sqlalchemy import String, literal, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .db import SQLITE_BUSY_TIMEOUT_MS
 from .errors import LedgerError
-from .models import VIEW_NAMES, Base
+from .store.db import SQLITE_BUSY_TIMEOUT_MS
+from .store.models import VIEW_NAMES, Base
 
 # PostgreSQL roles that reach beyond the database: server files, programs, other sessions.
 PG_SERVER_ROLES = (

@@ -28,13 +28,14 @@ from typing import IO, Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
 
-from . import bulk, db
+from . import bulk
 from ._version import __version__
 from .errors import BundleError, TransferError
 from .keys import canonical_json, hash_json
 from .log import logger
-from .models import CacheEntry, CallLog, Money, Request, Response
-from .repository import Ledger
+from .store import db
+from .store.models import CacheEntry, CallLog, Money, Request, Response
+from .store.repository import Ledger
 
 log = logger
 

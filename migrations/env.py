@@ -12,9 +12,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from llm_ledger.db import make_engine
-from llm_ledger.models import Base
 from llm_ledger.search import DERIVED_NAMES
+from llm_ledger.store.db import make_engine
+from llm_ledger.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -48,7 +48,7 @@ def _configure(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 def run_migrations_offline() -> None:
-    from llm_ledger.db import normalize_url
+    from llm_ledger.store.db import normalize_url
 
     context.configure(
         url=normalize_url(_url()), target_metadata=target_metadata, literal_binds=True

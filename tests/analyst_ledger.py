@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from llm_ledger.models import CallLog
 from llm_ledger.policy import StoreMode
 from llm_ledger.records import Answer, CallRecord, Usage
-from llm_ledger.repository import Ledger
+from llm_ledger.store.models import CallLog
+from llm_ledger.store.repository import Ledger
 
 _LOG = CallLog.__table__
 

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger import config, flight, registry, repository
-from llm_ledger.db import normalize_url
+from llm_ledger import config, flight, registry
+from llm_ledger.store import repository
+from llm_ledger.store.db import normalize_url
 from llm_ledger.testing import FakeOpenAIServer
 
 # The library no longer configures structlog at import; the tests run as an application

@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import calllog, repository
+from llm_ledger import calllog
 from llm_ledger.cli import app
+from llm_ledger.store import repository
 
 from .conftest import msgs
 

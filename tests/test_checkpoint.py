@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from llm_ledger import checkpoint, repository
+from llm_ledger.store import checkpoint, repository
 
 from .conftest import msgs, wait_for
 

@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import db, repository, spool
 from llm_ledger.cli import app
 from llm_ledger.errors import BudgetExceededError, SchemaVersionError
 from llm_ledger.records import CallRecord
+from llm_ledger.store import db, repository, spool
 
 from .conftest import msgs
 

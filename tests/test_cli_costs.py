@@ -144,7 +144,7 @@ def test_reprice_after_mapping_a_deployment(api, client, db_path: Path, monkeypa
     api.set_usage(prompt_tokens=1000, completion_tokens=200)
     client.send_message(msgs(), model="prod-chat", temperature=0)
     client.send_message(msgs(), model="prod-chat", temperature=0)
-    llm_ledger.repository.close_all()
+    llm_ledger.store.repository.close_all()
     monkeypatch.setenv("LLM_LEDGER_MODEL_MAP", "prod-chat=gpt-4o-mini")
     result = invoke(str(db_path), "reprice", "--model", "prod-chat")
     assert (result.exit_code, result.stdout) == (0, "repriced 3 rows (3 examined)\n")

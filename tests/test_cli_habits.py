@@ -22,7 +22,7 @@ def invoke(*args: str):
 def ledger_file(client, api, db_path: Path) -> Path:
     client.send_message(msgs("one"), temperature=0)
     client.send_message(msgs("two"), temperature=0)
-    llm_ledger.repository.close_all()
+    llm_ledger.store.repository.close_all()
     return db_path
 
 
@@ -80,9 +80,9 @@ def test_reports_never_write_nor_replay_the_spool(
     """Item 9: costs and stats read through a read-only connection, like calls and sql."""
     client.send_message(msgs("one"), temperature=0)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(llm_ledger.repository.Ledger, "record", _down)
+        mp.setattr(llm_ledger.store.repository.Ledger, "record", _down)
         client.send_message(msgs("spooled"), temperature=0)
-    llm_ledger.repository.close_all()
+    llm_ledger.store.repository.close_all()
     spool = db_path.with_name(db_path.name + ".spool.jsonl")
     before = (db_path.read_bytes(), spool.read_bytes())
     result = invoke("--db", str(db_path), *command, "-f", "csv")
@@ -163,7 +163,7 @@ def test_copy_and_import_tables_add_up_and_say_where_the_tags_went(
     with llm_ledger.scope(run="r", tags={"team": "a", "env": "dev"}):
         client.send_message(msgs("one"), temperature=0)
         client.send_message(msgs("two"), temperature=0)
-    llm_ledger.repository.close_all()
+    llm_ledger.store.repository.close_all()
     result = invoke("--db", str(db_path), "copy", "--to", str(tmp_path / "c.db"))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

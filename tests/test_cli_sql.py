@@ -12,9 +12,9 @@ from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import db, repository
 from llm_ledger.cli import app
 from llm_ledger.cli.sql import read_only, statements
+from llm_ledger.store import db, repository
 
 from .conftest import msgs
 from .test_cli_core import known  # noqa: F401  (fixture)

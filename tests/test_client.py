@@ -397,7 +397,7 @@ def test_stored_request_and_response_texts_are_what_their_hashes_name(any_db, ap
     from sqlalchemy import select
 
     from llm_ledger import keys
-    from llm_ledger.models import Request, Response
+    from llm_ledger.store.models import Request, Response
 
     c = llm_ledger.OpenAIClient(cache_file_name=any_db)
     c.send_message(msgs("é ü 😀"), temperature=0)

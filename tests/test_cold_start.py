@@ -54,7 +54,7 @@ def test_a_lazy_name_imports_its_module_on_first_use() -> None:
     from llm_ledger import OpenAIClient, open_ledger
     from llm_ledger.clients import OpenAIClient as Direct
     assert OpenAIClient is Direct and llm_ledger.OpenAIClient is Direct
-    assert open_ledger.__module__ == "llm_ledger.repository"
+    assert open_ledger.__module__ == "llm_ledger.store.repository"
     """
     assert "openai" in imported_after(code)
 

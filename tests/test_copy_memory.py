@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import delete, func, insert, select
 
 import llm_ledger
-from llm_ledger import bulk, db, repository, transfer
-from llm_ledger.models import Base
+from llm_ledger import bulk, transfer
+from llm_ledger.store import db, repository
+from llm_ledger.store.models import Base
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 import llm_ledger
-from llm_ledger.models import CallLog, CallTag, Response
+from llm_ledger.store.models import CallLog, CallTag, Response
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs

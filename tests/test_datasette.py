@@ -8,8 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from llm_ledger import datasette, schema_doc
+from llm_ledger import datasette
 from llm_ledger.cli import app
+from llm_ledger.store import schema_doc
 
 from .analyst_ledger import build
 

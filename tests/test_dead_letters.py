@@ -17,10 +17,10 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import db, repository, spool
 from llm_ledger.cli import app
 from llm_ledger.records import CallRecord
-from llm_ledger.repository import Ledger
+from llm_ledger.store import db, repository, spool
+from llm_ledger.store.repository import Ledger
 
 from .conftest import msgs
 
@@ -133,8 +133,8 @@ def test_a_failing_database_still_keeps_the_rest_pending(
 KILLED_RECOVERY = """
 import os, signal, sys
 from pathlib import Path
-from llm_ledger import spool
-from llm_ledger.repository import Ledger
+from llm_ledger.store import spool
+from llm_ledger.store.repository import Ledger
 
 db, spool_path, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 ledger = Ledger(db, spool_dir=sys.argv[4])  # another spool: opening it recovers nothing
@@ -204,7 +204,7 @@ def test_a_claim_a_live_recovery_holds_is_left_to_it(
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from llm_ledger import spool; "
+            "import sys; from pathlib import Path; from llm_ledger.store import spool; "
             "c = spool.claim(Path(sys.argv[1])); print(c, flush=True); sys.stdin.read()",
             str(path),
         ],

@@ -21,8 +21,9 @@ from sqlalchemy import create_engine, text
 from structlog.testing import capture_logs
 
 import llm_ledger
-from llm_ledger import LedgerUnwritableError, spool
-from llm_ledger.repository import Ledger
+from llm_ledger import LedgerUnwritableError
+from llm_ledger.store import spool
+from llm_ledger.store.repository import Ledger
 
 from .conftest import msgs
 
@@ -118,7 +119,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield disk
     finally:
-        llm_ledger.repository.close_all()
+        llm_ledger.store.repository.close_all()
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 

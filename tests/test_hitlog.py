@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import llm_ledger
-from llm_ledger import config, reports, repository
+from llm_ledger import config, reports
 from llm_ledger.errors import ConfigError
+from llm_ledger.store import repository
 
 from .conftest import msgs, wait_for
 
@@ -127,7 +128,7 @@ assert c.ledger._hits.pending() == 10
 def test_background_hits_on_each_engine(any_db, api, background) -> None:
     from sqlalchemy import func, select
 
-    from llm_ledger.models import CallLog
+    from llm_ledger.store.models import CallLog
 
     c = llm_ledger.OpenAIClient(cache_file_name=any_db)
     for _ in range(6):

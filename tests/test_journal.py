@@ -1,4 +1,4 @@
-"""The write-behind journal (llm_ledger/journal.py): nothing appended is lost, even on SIGKILL.
+"""The write-behind journal (llm_ledger/store/journal.py): nothing appended is lost, even on SIGKILL.
 
 The journal is storage-agnostic; here ``write_batch`` writes into a small SQLite table
 whose ``call_uuid`` is unique, as the ledger's is, and skips a uuid already there.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from llm_ledger import journal
+from llm_ledger.store import journal
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS calls (call_uuid TEXT PRIMARY KEY, n INTEGER)"
 
@@ -160,7 +160,7 @@ def test_recover_writes_a_dead_segment_and_leaves_a_live_one(tmp_path: Path, tab
 CHILD = """
 import sqlite3, sys, threading
 from pathlib import Path
-from llm_ledger import journal
+from llm_ledger.store import journal
 
 db, directory, run = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 
@@ -251,7 +251,8 @@ threading.Event().wait()
 def test_background_hit_rows_survive_sigkill_and_are_written_at_the_next_open(
     api: Any, tmp_path: Path
 ) -> None:
-    from llm_ledger import open_ledger, repository
+    from llm_ledger import open_ledger
+    from llm_ledger.store import repository
 
     db = tmp_path / "ledger.db"
     env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
@@ -290,8 +291,8 @@ def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
     from datetime import datetime, timezone
     from decimal import Decimal
 
-    from llm_ledger import hitlog
     from llm_ledger.records import CallRecord, Usage
+    from llm_ledger.store import hitlog
 
     request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "é"}]}
     rec = CallRecord(
@@ -324,7 +325,8 @@ def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
 def test_a_refused_recovery_batch_is_written_row_by_row(
     api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llm_ledger import open_ledger, repository
+    from llm_ledger import open_ledger
+    from llm_ledger.store import repository
 
     db = tmp_path / "ledger.db"
     env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}

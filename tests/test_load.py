@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from llm_ledger import db, repository, spool
+from llm_ledger.store import db, repository, spool
 from llm_ledger.testing import FakeOpenAIServer
 
 from ._load_worker import all_prompts

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger import InvalidInputError, db, keys, spool
+from llm_ledger import InvalidInputError, keys
+from llm_ledger.store import db, spool
 
 from .conftest import msgs
 

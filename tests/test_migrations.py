@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import inspect, text
 
 import llm_ledger
-from llm_ledger import db
-from llm_ledger.models import VIEW_NAMES
+from llm_ledger.store import db
+from llm_ledger.store.models import VIEW_NAMES
 
 CALLS_COLUMNS = {
     "id",

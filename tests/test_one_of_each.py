@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import llm_ledger
-from llm_ledger import calllog, errors, maintenance, pickles, reports, transfer
+from llm_ledger import calllog, errors, pickles, reports, transfer
+from llm_ledger.store import maintenance
 from llm_ledger.timebounds import parse_time
 
 from .test_cli_core import invoke, known  # noqa: F401  (fixture)

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import text
 
 import llm_ledger
-from llm_ledger import LedgerOpenError, SchemaVersionError, db, repository
+from llm_ledger import LedgerOpenError, SchemaVersionError
+from llm_ledger.store import db, repository
 
 from .conftest import msgs
 

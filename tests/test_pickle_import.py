@@ -15,10 +15,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import db, pickles
+from llm_ledger import pickles
 from llm_ledger.cli import app
-from llm_ledger.models import Base
 from llm_ledger.pickles import PickleImportError, SafeUnpickler, UnsafePickleError
+from llm_ledger.store import db
+from llm_ledger.store.models import Base
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs

@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger import config, pricing, process, repository, spool
-from llm_ledger.db import normalize_url
+from llm_ledger import config, pricing, process
 from llm_ledger.flight import SlotCounter
 from llm_ledger.pricing import CustomPrice, PricingConfig
+from llm_ledger.store import repository, spool
+from llm_ledger.store.db import normalize_url
 
 from .conftest import msgs
 
@@ -345,7 +346,7 @@ def test_a_forked_child_gets_fresh_process_state(db_path: Path) -> None:
 def test_importing_the_library_leaves_structlog_alone() -> None:
     script = """
 import json, sys, structlog
-import llm_ledger, llm_ledger.clients, llm_ledger.repository
+import llm_ledger, llm_ledger.clients, llm_ledger.store.repository
 from llm_ledger.log import logger, info_enabled
 before = structlog.is_configured()
 logger.info("llm.call", shown=False)

@@ -10,9 +10,10 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import bulk, db
+from llm_ledger import bulk
 from llm_ledger.cli import app
-from llm_ledger.models import Base
+from llm_ledger.store import db
+from llm_ledger.store.models import Base
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs

@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 import llm_ledger
 from llm_ledger import reports
 from llm_ledger.errors import ConfigError, LedgerError
-from llm_ledger.models import CallLog, Response
 from llm_ledger.policy import StoreMode
 from llm_ledger.pricing import PricingConfig
 from llm_ledger.records import Answer, CallRecord, Usage
-from llm_ledger.repository import Ledger
+from llm_ledger.store.models import CallLog, Response
+from llm_ledger.store.repository import Ledger
 
 from .conftest import msgs
 

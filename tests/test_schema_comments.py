@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import inspect, text
 
-from llm_ledger import db, viewsets
-from llm_ledger.models import Base
+from llm_ledger.store import db, viewsets
+from llm_ledger.store.models import Base
 
 MODEL_COMMENTS = {
     (t.name, c.name): c.comment for t in Base.metadata.sorted_tables for c in t.columns
@@ -129,7 +129,7 @@ def test_rebuilt_views_refuses_a_view_set_whose_calls_misses_a_new_column(any_db
         engine.dispose()
     assert str(err.value) == (
         "call_log has column(s) prompt_text that the calls view of this view set does not "
-        "select: add them to its calls view in llm_ledger/viewsets.py"
+        "select: add them to its calls view in llm_ledger/store/viewsets.py"
     )
 
 
@@ -147,7 +147,7 @@ def test_rebuilt_views_checks_a_per_engine_set_with_subqueries(any_db: str) -> N
         engine.dispose()
     assert str(err.value) == (
         "call_log has column(s) stream_chunks that the calls view of this view set does not "
-        "select: add them to its calls view in llm_ledger/viewsets.py"
+        "select: add them to its calls view in llm_ledger/store/viewsets.py"
     )
 
 

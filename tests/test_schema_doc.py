@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from llm_ledger import schema_doc
-from llm_ledger.models import VIEW_NAMES, Base
+from llm_ledger.store import schema_doc
+from llm_ledger.store.models import VIEW_NAMES, Base
 
 SCHEMA_MD = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
 
 
 def test_docs_schema_md_is_what_the_generator_prints() -> None:
     assert SCHEMA_MD.read_text(encoding="utf-8") == schema_doc.generate(), (
-        "docs/schema.md is out of date: run `python -m llm_ledger.schema_doc > docs/schema.md`"
+        "docs/schema.md is out of date: run `python -m llm_ledger.store.schema_doc > docs/schema.md`"
     )
 
 

@@ -476,7 +476,7 @@ def test_namespace_and_scope_reach_the_rows(api, db_path) -> None:
 def test_streams_round_trip_on_every_engine(api, any_db: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from llm_ledger.db import normalize_url
+    from llm_ledger.store.db import normalize_url
 
     api.stream_words = 2
     try:
@@ -512,7 +512,7 @@ def test_streams_round_trip_on_every_engine(api, any_db: str) -> None:
 def test_a_stream_ending_while_the_ledger_is_locked_is_spooled_then_recovered(
     words, db_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llm_ledger import db
+    from llm_ledger.store import db
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
     client = OpenAI(ledger=str(db_path))

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import llm_ledger
-from llm_ledger.db import normalize_url
 from llm_ledger.openai import AsyncOpenAI
+from llm_ledger.store.db import normalize_url
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from llm_ledger import db, search
+from llm_ledger import search
 from llm_ledger.errors import ConfigError
 from llm_ledger.filters import CallFilter
+from llm_ledger.store import db
 
 from .analyst_ledger import CAPITAL_Q, SYSTEM, TEXTS, build
 
@@ -106,7 +107,7 @@ def test_migration_indexes_answers_written_before_it(any_db: str) -> None:
         db.upgrade(engine)
     finally:
         engine.dispose()
-    from llm_ledger.repository import Ledger
+    from llm_ledger.store.repository import Ledger
 
     again = Ledger(any_db)
     try:
@@ -168,7 +169,7 @@ def test_a_nul_character_in_prompt_or_answer_neither_breaks_the_write_nor_the_se
     any_db: str,
 ) -> None:
     # PostgreSQL keeps \u0000 in json (0006) but text cannot hold it: the texts read a space.
-    from llm_ledger.repository import Ledger
+    from llm_ledger.store.repository import Ledger
 
     from .analyst_ledger import chat_response, put
 

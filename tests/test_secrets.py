@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, inspect, text
 from structlog.testing import capture_logs
 
 import llm_ledger
-from llm_ledger import db, repository
+from llm_ledger.store import db, repository
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import TEST_KEY, Sleeps, msgs

@@ -16,7 +16,7 @@ import pytest
 import time_machine
 
 import llm_ledger
-from llm_ledger.models import TABLES
+from llm_ledger.store.models import TABLES
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs
@@ -58,7 +58,7 @@ def ledger_after_three_calls(api: FakeOpenAIServer, db_path: Path) -> Path:
         with llm_ledger.scope(run="r1", tags={"team": "a"}, max_cost_usd="0.0000000001"):
             with pytest.raises(llm_ledger.BudgetExceededError):
                 client.send_message(msgs("Too costly"), temperature=0)  # refused
-        llm_ledger.repository.close_all()  # every row written, the WAL checkpointed
+        llm_ledger.store.repository.close_all()  # every row written, the WAL checkpointed
     return db_path
 
 

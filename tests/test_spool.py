@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import db, repository, spool
+from llm_ledger.store import db, repository, spool
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import Sleeps, msgs
@@ -289,7 +289,7 @@ def test_threads_and_processes_append_whole_lines(
     (rec,), _ = spool.read(path)
     path.unlink()
     script = (
-        "import sys; from llm_ledger import spool; "
+        "import sys; from llm_ledger.store import spool; "
         "rec = spool.read(__import__('pathlib').Path(sys.argv[1]))[0][0]; "
         "[spool.append(__import__('pathlib').Path(sys.argv[2]), rec) for _ in range(200)]"
     )

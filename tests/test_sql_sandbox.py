@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from llm_ledger import db
+from llm_ledger.store import db
 
 from .test_cli_core import known  # noqa: F401  (fixture)
 from .test_cli_sql import counts, invoke, ledger_with_calls, reader

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 import llm_ledger
-from llm_ledger import statements
-from llm_ledger.models import CallLog, read_money
 from llm_ledger.records import CallRecord, Usage
+from llm_ledger.store import statements
+from llm_ledger.store.models import CallLog, read_money
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250000)
 

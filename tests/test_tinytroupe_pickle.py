@@ -88,7 +88,7 @@ def test_the_pickle_is_imported_once_when_its_ledger_is_created(
     cache = pickles.load_cache(tt_pickle)
     cache[tt_key("gpt-4o-mini", msgs("added later"))] = next(iter(cache.values()))
     tt_pickle.write_bytes(pickle.dumps(cache))
-    llm_ledger.repository.close_all()
+    llm_ledger.store.repository.close_all()
     pickles._imported.clear()
     ask(llm_ledger.OpenAIClient(cache_file_name=str(tt_pickle)), "added later")
     assert api.request_count == 1
@@ -99,7 +99,7 @@ def test_the_pickle_is_imported_once_when_its_ledger_is_created(
 def test_no_database_is_ever_made_under_a_pickle_name(api: FakeOpenAIServer, tmp_path) -> None:
     c = llm_ledger.OpenAIClient(cache_file_name=str(tmp_path / "openai_api_cache.pickle"))
     c.send_message(msgs(), temperature=0)
-    llm_ledger.repository.close_all()  # SQLite's -wal/-shm files go with the last connection
+    llm_ledger.store.repository.close_all()  # SQLite's -wal/-shm files go with the last connection
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("xdg")) == [
         "openai_api_cache.ledger.db"
     ]

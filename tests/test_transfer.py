@@ -16,9 +16,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 import llm_ledger
-from llm_ledger import bulk, db, repository, transfer
+from llm_ledger import bulk, transfer
 from llm_ledger.cli import app
-from llm_ledger.models import Base
+from llm_ledger.store import db, repository
+from llm_ledger.store.models import Base
 from llm_ledger.testing import FakeOpenAIServer
 from llm_ledger.transfer import BundleError, TransferError
 

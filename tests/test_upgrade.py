@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 import llm_ledger
-from llm_ledger import db, reports, transfer
-from llm_ledger.models import TABLES
+from llm_ledger import reports, transfer
+from llm_ledger.store import db
+from llm_ledger.store.models import TABLES
 from llm_ledger.testing import FakeOpenAIServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

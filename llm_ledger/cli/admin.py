@@ -13,10 +13,11 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from .. import config, db, spool
-from ..maintenance import ledger_size
-from ..models import TABLES, VIEW_NAMES, Base
-from ..repository import Ledger
+from .. import config
+from ..store import db, spool
+from ..store.maintenance import ledger_size
+from ..store.models import TABLES, VIEW_NAMES, Base
+from ..store.repository import Ledger
 from . import app
 from .output import (
     FORMAT_OPTION,

@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import datasette, db, report_html, search
+from .. import datasette, report_html, search
 from ..errors import LedgerError
+from ..store import db
 from . import app
 from .costs import _ledger
 from .output import (

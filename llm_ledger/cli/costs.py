@@ -15,10 +15,11 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.engine import Connection
 
-from .. import db, reports
+from .. import reports
 from ..errors import LedgerError
 from ..filters import CallFilter, parse_tags
-from ..repository import Ledger
+from ..store import db
+from ..store.repository import Ledger
 from . import app
 from .output import (
     FORMAT_OPTION,

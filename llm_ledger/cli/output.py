@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import db
 from ..errors import ConfigError, LedgerError
+from ..store import db
 from ..timebounds import parse_time
 
 if TYPE_CHECKING:

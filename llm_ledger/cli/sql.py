@@ -23,9 +23,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import NullPool
 from typer.core import TyperCommand
 
-from .. import db, sqlguard
+from .. import sqlguard
 from ..errors import LedgerError
 from ..sqlguard import statements
+from ..store import db
 from . import app
 from .output import FORMAT_OPTION, Format, db_message, emit, fail, stdin_text, wide
 from .output import where as location_name

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from .. import bulk, pickles, transfer
-from ..db import describe, normalize_url
 from ..errors import ConfigError
+from ..store.db import describe, normalize_url
 from ..timebounds import DATE_FORMAT_HELP, parse_time
 from . import app
 from .output import FORMAT_OPTION, Format, Since, Until, emit, fail, failing

@@ -68,7 +68,7 @@ class _Ledgered:
 
     @property
     def ledger(self) -> Any:
-        """The :class:`~llm_ledger.repository.Ledger` this client records into."""
+        """The :class:`~llm_ledger.store.repository.Ledger` this client records into."""
         return self._ledger_core.seed.ledger
 
 

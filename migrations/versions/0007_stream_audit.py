@@ -11,7 +11,7 @@ three more audit columns: ``stream_status`` (complete, abandoned, error, replaye
 under the key ``llm_ledger_stream`` (docs/sdk.md), so export, import, copy and the spool
 carry it unchanged. All three are NULL for calls that were not streamed: nothing to backfill.
 The views are rebuilt around the change: the ``calls`` view of revision 0007 selects the
-three columns (llm_ledger/viewsets.py, ``VIEW_SETS["0007"]``); downgrade restores 0001's.
+three columns (llm_ledger/store/viewsets.py, ``VIEW_SETS["0007"]``); downgrade restores 0001's.
 Each column carries its meaning as COMMENT (PostgreSQL, MariaDB), as models.py says it
 (frozen here).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from llm_ledger.viewsets import rebuilt_views
+from llm_ledger.store.viewsets import rebuilt_views
 
 revision = "0007"
 down_revision = "0004"

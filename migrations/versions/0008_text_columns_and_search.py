@@ -34,8 +34,8 @@ Full-text search, with each engine's own machinery (llm_ledger/search.py queries
 A search document is one answer with the prompt it answered: a failed call (no answer) is
 not found by search (``llm-ledger calls --status error`` lists those).
 
-The view SQL is view set 0008 (llm_ledger/viewsets.py, built per engine by
-llm_ledger/textviews.py, both frozen at this revision): 0007's views with the texts added;
+The view SQL is view set 0008 (llm_ledger/store/viewsets.py, built per engine by
+llm_ledger/store/textviews.py, both frozen at this revision): 0007's views with the texts added;
 downgrade puts back view set 0007. On PostgreSQL the JSON columns are
 ``json`` from 0006 on: the functions take ``json``, and first read any ``\\u0000`` as a space
 (``text`` cannot hold NUL, and an index expression that fails would refuse the write).
@@ -45,8 +45,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from llm_ledger.textviews import PG_FUNCTIONS, PG_INDEXES, maria_texts, sqlite_texts
-from llm_ledger.viewsets import rebuilt_views
+from llm_ledger.store.textviews import PG_FUNCTIONS, PG_INDEXES, maria_texts, sqlite_texts
+from llm_ledger.store.viewsets import rebuilt_views
 
 revision = "0008"
 down_revision = "0007"

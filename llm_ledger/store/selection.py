@@ -2,7 +2,7 @@
 
 The reading side of export and copy (merge.py is the writing side). Rows travel as plain
 dicts keyed by column name with Python values (datetime, Decimal; JSON possibly as the
-driver's text), read on the driver's cursor by :func:`llm_ledger.statements.fetch`.
+driver's text), read on the driver's cursor by :func:`llm_ledger.store.statements.fetch`.
 """
 
 from __future__ import annotations

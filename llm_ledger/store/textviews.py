@@ -3,7 +3,7 @@
 ``system_prompt``, ``prompt``, ``answer`` and ``finish_reason`` are computed from the
 stored JSON by each engine's own JSON functions (see migration 0008's docstring for what
 each one means). Migration 0008 builds its search index from the same expressions, and
-:data:`llm_ledger.viewsets.VIEW_SETS` ``["0008"]`` is :func:`views`. Like every view set,
+:data:`llm_ledger.store.viewsets.VIEW_SETS` ``["0008"]`` is :func:`views`. Like every view set,
 this is frozen: a later revision that changes a text column copies what it changes.
 """
 

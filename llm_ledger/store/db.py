@@ -24,9 +24,9 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
-from .errors import LedgerOpenError, SchemaVersionError
-from .keys import canonical_json
-from .log import logger
+from ..errors import LedgerOpenError, SchemaVersionError
+from ..keys import canonical_json
+from ..log import logger
 from .models import TABLES
 
 log = logger
@@ -140,7 +140,7 @@ def _new_or_ledger(cur: Any) -> bool:
 
 
 def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # llm_ledger/, the package above store/
     for candidate in (here / "_migrations", here.parent / "migrations"):
         if (candidate / "env.py").exists():
             return candidate

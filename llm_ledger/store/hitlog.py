@@ -27,8 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ..records import CallRecord
 from .journal import Journal
-from .records import CallRecord
 
 DEFAULT_INTERVAL_S = 0.02
 MAX_PENDING = 5_000  # beyond this the caller writes the queue itself (memory stays bounded)

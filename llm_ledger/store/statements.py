@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Dialect, Insert, insert
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from .keys import canonical_json
+from ..keys import canonical_json
+from ..records import CallRecord, Stored, Usage
 from .models import CallLog, Money, read_money
-from .records import CallRecord, Stored, Usage
 
 Converter = Callable[[Any], Any]
 

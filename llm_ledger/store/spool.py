@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import process
-from .records import CallRecord
+from .. import process
+from ..records import CallRecord
 
 
 def default_spool_path(url: str, spool_dir: str | None = None) -> Path:

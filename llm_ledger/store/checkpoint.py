@@ -24,9 +24,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from . import process
+from .. import process
+from ..log import logger
 from .background import Debounced
-from .log import logger
 
 log = logger
 

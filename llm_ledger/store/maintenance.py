@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, exists, false, func, select, text
 from sqlalchemy.engine import Connection
 
+from ..log import logger
 from . import db
-from .log import logger
 from .models import TABLES, CacheEntry, CallLog, CallTag, Request, Response
 from .repository import Ledger
 from .selection import opened, snapshot

@@ -26,14 +26,14 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, bindparam, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from ..errors import LedgerUnwritableError
+from ..keys import canonical_json, hash_json
+from ..log import logger
+from ..policy import StoreMode
+from ..process import state as _process
+from ..records import CallRecord, Stored
 from . import checkpoint, db, hitlog, journal, spool
-from .errors import LedgerUnwritableError
-from .keys import canonical_json, hash_json
-from .log import logger
 from .models import CacheEntry, CallLog, CallTag, Request, Response
-from .policy import StoreMode
-from .process import state as _process
-from .records import CallRecord, Stored
 from .statements import CallInsert, Compiled, Dumped, insert_ignore, stored, upsert, usage_columns
 
 log = logger
@@ -55,7 +55,7 @@ STORED_COLUMNS = (
     _RESP.c.total_tokens,
     _RESP.c.cost_usd,
 )
-"""What a lookup reads: the order :func:`llm_ledger.statements.stored` expects."""
+"""What a lookup reads: the order :func:`llm_ledger.store.statements.stored` expects."""
 
 _LOOKUP = (
     select(*STORED_COLUMNS)

@@ -3,7 +3,7 @@
 A migration that changes a view, or a table a view reads, recreates every view with
 :func:`rebuilt_views`, naming the view set of its own revision::
 
-    from llm_ledger.viewsets import rebuilt_views
+    from llm_ledger.store.viewsets import rebuilt_views
 
     def upgrade() -> None:
         with rebuilt_views("0005"):        # views dropped here ...
@@ -129,7 +129,7 @@ def _set_0008(dialect: str) -> dict[str, str]:
     }
 
 
-# Migration 0008: system_prompt, prompt, answer, finish_reason (llm_ledger/textviews.py).
+# Migration 0008: system_prompt, prompt, answer, finish_reason (llm_ledger/store/textviews.py).
 VIEW_SETS["0008"] = _set_0008
 
 
@@ -171,7 +171,7 @@ def rebuilt_views(revision: str, *, operations: Any = None) -> Iterator[None]:
     if revision not in VIEW_SETS:
         raise ViewSetError(
             f"no view set for revision {revision!r}: add VIEW_SETS[{revision!r}] to "
-            f"llm_ledger/viewsets.py (known: {', '.join(VIEW_SETS)})"
+            f"llm_ledger/store/viewsets.py (known: {', '.join(VIEW_SETS)})"
         )
     drop_views(operations=operations)
     yield
@@ -192,5 +192,5 @@ def _check_calls(views: Mapping[str, str], ops: Any) -> None:
     if missing:
         raise ViewSetError(
             f"call_log has column(s) {', '.join(missing)} that the calls view of this view "
-            "set does not select: add them to its calls view in llm_ledger/viewsets.py"
+            "set does not select: add them to its calls view in llm_ledger/store/viewsets.py"
         )
