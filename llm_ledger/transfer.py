@@ -6,6 +6,12 @@ a ledger, ``copy_ledger`` merges a whole ledger into another database directly.
 The merge rules are the repository's (:class:`llm_ledger.bulk.Merger`); this module
 owns the file format: encoding, the checksum, and verifying a bundle completely
 before anything is written.
+
+Why one module of ~650 lines: a hostile bundle is refused by reading it whole before
+the first write (bounded lines and size, typed header, every reference and every cache
+entry checked against the request it answers), and those checks must read the very
+encoding that ``export_bundle`` writes; split apart, a change to one side could pass
+the other unnoticed.
 """
 
 from __future__ import annotations
