@@ -138,6 +138,14 @@ def _reset_ledger(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
+def _drop_floor(url: str) -> None:
+    """Leave the database holding a ledger only (its floor tables would fail `alembic check`)."""
+    import psycopg
+
+    with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_floor_audit, bench_floor_cache")
+
+
 def seed(url: str, size: int, threads: int = 4) -> dict[str, float]:
     """Fresh ledger and floor tables holding entries 0..size-1; seconds each took."""
     import psycopg
@@ -308,10 +316,13 @@ def run_part(url: str, size: int, *, ops: int, repeats: int) -> dict[str, Any]:
     """Seed, then ``repeats`` alternating runs of the ledger and the floor; medians."""
     out: dict[str, Any] = {"size": size, "url": _redact(url), "seed_s": seed(url, size)}
     runs: dict[str, list[dict[str, Any]]] = {"ledger": [], "floor": []}
-    for r in range(repeats):
-        order = ("ledger", "floor") if r % 2 == 0 else ("floor", "ledger")
-        for kind in order:
-            runs[kind].append(measure(kind, url, size, ops=ops, run=r))
+    try:
+        for r in range(repeats):
+            order = ("ledger", "floor") if r % 2 == 0 else ("floor", "ledger")
+            for kind in order:
+                runs[kind].append(measure(kind, url, size, ops=ops, run=r))
+    finally:
+        _drop_floor(url)
     for kind, results in runs.items():
         rates = sorted(x["calls_per_s"] for x in results)
         out[kind] = {
