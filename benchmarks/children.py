@@ -47,6 +47,33 @@ def collect(procs: list[Any], out: Any, timeout: float = 1800) -> list[dict[str,
     return results
 
 
+def summarise(
+    results: list[dict[str, Any]],
+    audit_rows: int,
+    *,
+    processes: int,
+    threads: int,
+    hit_ratio: float,
+) -> dict[str, Any]:
+    """One load run's figures from its children's results: rate, calls, errors, audit rows."""
+    calls = sum(r["calls"] for r in results)
+    errors = [e for r in results for e in r["errors"]]
+    wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    return {
+        "calls_per_s": round(calls / wall, 1),
+        "calls": calls,
+        "wall_s": round(wall, 3),
+        "processes": processes,
+        "threads": threads,
+        "hit_ratio": hit_ratio,
+        "api_calls": sum(r["api_calls"] for r in results),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "audit_rows_added": audit_rows,
+        "audit_rows_ok": audit_rows == calls and not errors,
+    }
+
+
 def _child(out: Any, fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
     out.put(fn(*args))
 

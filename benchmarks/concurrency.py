@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import seed, workload
-from .children import collect, context
+from .children import collect, context, summarise
 from .contenders import Contender, Floor, Ledger
 
 KINDS: dict[str, type[Contender]] = {"ledger": Ledger, "floor": Floor}
@@ -105,21 +105,8 @@ def measure(
     results = collect(procs, out)
     audit_rows = seed.added(c.db, {table: mark[table]})[table]
     seed.trim(c.db, mark)
-    calls = sum(r["calls"] for r in results)
-    errors = [e for r in results for e in r["errors"]]
-    wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     spool = Path(str(c.db) + ".spool.jsonl")
-    return {
-        "calls_per_s": round(calls / wall, 1),
-        "calls": calls,
-        "wall_s": round(wall, 3),
-        "processes": processes,
-        "threads": threads,
-        "hit_ratio": hit_ratio,
-        "api_calls": sum(r["api_calls"] for r in results),
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "audit_rows_added": audit_rows,
-        "audit_rows_ok": audit_rows == calls and not errors,
-        "spooled": spool.exists(),
-    }
+    summary = summarise(
+        results, audit_rows, processes=processes, threads=threads, hit_ratio=hit_ratio
+    )
+    return {**summary, "spooled": spool.exists()}

@@ -26,8 +26,10 @@ import threading
 import time
 from typing import Any
 
+from llm_ledger.store.db import describe
+
 from . import workload
-from .children import collect, context
+from .children import collect, context, summarise
 from .contenders import LEDGER_OPTIONS, StubAPI, StubClient, chat_completion
 from .floor import floor_key
 
@@ -294,27 +296,12 @@ def measure(
         p.start()
     results = collect(procs, out)
     audit_rows = _audit_rows(url, kind) - before
-    calls = sum(r["calls"] for r in results)
-    errors = [e for r in results for e in r["errors"]]
-    wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-    return {
-        "calls_per_s": round(calls / wall, 1),
-        "calls": calls,
-        "wall_s": round(wall, 3),
-        "processes": processes,
-        "threads": threads,
-        "hit_ratio": hit_ratio,
-        "api_calls": sum(r["api_calls"] for r in results),
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "audit_rows_added": audit_rows,
-        "audit_rows_ok": audit_rows == calls and not errors,
-    }
+    return summarise(results, audit_rows, processes=processes, threads=threads, hit_ratio=hit_ratio)
 
 
 def run_part(url: str, size: int, *, ops: int, repeats: int) -> dict[str, Any]:
     """Seed, then ``repeats`` alternating runs of the ledger and the floor; medians."""
-    out: dict[str, Any] = {"size": size, "url": _redact(url), "seed_s": seed(url, size)}
+    out: dict[str, Any] = {"size": size, "url": describe(url), "seed_s": seed(url, size)}
     runs: dict[str, list[dict[str, Any]]] = {"ledger": [], "floor": []}
     try:
         for r in range(repeats):
@@ -334,13 +321,6 @@ def run_part(url: str, size: int, *, ops: int, repeats: int) -> dict[str, Any]:
         }
     out["ratio"] = round(out["ledger"]["calls_per_s"] / out["floor"]["calls_per_s"], 3)
     return out
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://…@{rest.split('@', 1)[1]}"
 
 
 def url_from(arg: str | None) -> str | None:
