@@ -84,36 +84,24 @@ VIEW_SETS: dict[str, ViewSet] = {
             "JOIN responses r ON r.id = c.response_id"
         ),
     },
-    # Created by migration 0007: the stream audit columns join calls; the rest is 0001's.
-    "0007": {
-        "calls": (
-            "SELECT id, call_uuid, created_at, kind, api_type, endpoint_host, model, namespace, "
-            "request_hash, slot, response_id, cache_status, status, attempts, latency_ms, "
-            "prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, total_tokens, "
-            "tokens_estimated, items_total, items_hit, error_type, error_message, cost_usd, "
-            "saved_usd, cost_note, price_version, run, tags, template, library_version, "
-            "stream_status, first_chunk_ms, chunks FROM call_log"
-        ),
-        "daily_usage": (
-            f"SELECT date(created_at) AS day, model, {_USAGE_0001} "
-            "FROM call_log GROUP BY date(created_at), model"
-        ),
-        "model_costs": (
-            f"SELECT model, {_USAGE_0001}, AVG(latency_ms) AS avg_latency_ms, "
-            "MIN(created_at) AS first_call, MAX(created_at) AS last_call FROM call_log "
-            "GROUP BY model"
-        ),
-        "cached_answers": (
-            "SELECT c.id AS id, c.namespace AS namespace, c.request_hash AS request_hash, "
-            "c.slot AS slot, q.kind AS kind, q.model AS model, q.request AS request, "
-            "r.response AS response, r.cost_usd AS cost_usd, c.created_at AS created_at, "
-            "c.updated_at AS updated_at FROM cache_entries c "
-            "JOIN requests q ON q.request_hash = c.request_hash "
-            "JOIN responses r ON r.id = c.response_id"
-        ),
-    },
 }
 """Schema revision -> the views it defines (name -> SELECT), in creation order."""
+
+
+# Migration 0007: the stream audit columns join ``calls``; the other views are 0001's.
+_SET_0001 = VIEW_SETS["0001"]
+assert isinstance(_SET_0001, Mapping)
+VIEW_SETS["0007"] = {
+    **_SET_0001,
+    "calls": (
+        "SELECT id, call_uuid, created_at, kind, api_type, endpoint_host, model, namespace, "
+        "request_hash, slot, response_id, cache_status, status, attempts, latency_ms, "
+        "prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, total_tokens, "
+        "tokens_estimated, items_total, items_hit, error_type, error_message, cost_usd, "
+        "saved_usd, cost_note, price_version, run, tags, template, library_version, "
+        "stream_status, first_chunk_ms, chunks FROM call_log"
+    ),
+}
 
 
 def _set_0008(dialect: str) -> dict[str, str]:
