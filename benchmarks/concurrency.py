@@ -71,6 +71,7 @@ def _worker(
         th.start()
     for th in pool:
         th.join()
+    c.finish()  # records still queued (writes="journal") are written inside the timing
     t1 = time.monotonic()
     c.close()
     out.put({"t0": t0, "t1": t1, "calls": sum(done), "errors": errors, "api_calls": c.api.calls})

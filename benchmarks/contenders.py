@@ -147,6 +147,10 @@ def mark_seeded(path: Path, ledger: bool = False) -> None:
 
 
 class Ledger(Contender):
+    """``send_message`` with default settings: the call's records are journaled and written
+    behind it (``writes="journal"``). Each timed batch ends by writing what is still queued,
+    inside the timing, so every row is paid for."""
+
     name = "ledger"
     title = "llm_ledger send_message"
     tables = seed.LEDGER_TABLES
@@ -162,7 +166,8 @@ class Ledger(Contender):
         if seeded(self.db, ledger=True):
             return False
         for stale in self.db.parent.glob(self.db.name + "*"):
-            stale.unlink()
+            if stale.is_file():
+                stale.unlink()
         seed.seed_ledger(self.db, self.size)
         mark_seeded(self.db, ledger=True)
         return True
@@ -177,6 +182,19 @@ class Ledger(Contender):
     def call(self, messages: Any, model: str) -> Any:
         assert self.client is not None
         return self.client.send_message(messages, model=model, temperature=0.0)
+
+    def finish(self) -> None:
+        assert self.client is not None
+        self.client.ledger.flush()
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        with super().restoring():
+            try:
+                yield
+            finally:
+                if self.client is not None:
+                    self.finish()  # rows queued by untimed calls too, before the trim
 
     def close(self) -> None:
         from llm_ledger.store import repository
@@ -196,40 +214,26 @@ class LedgerDictAnswers(Ledger):
         super().__init__(workdir, size, dict_answers=True)
 
 
-class BackgroundHitsClient(StubClient):
-    """The stub client with ``hit_audit="background"`` for itself only."""
+class SyncWritesClient(StubClient):
+    """The stub client with ``writes="sync"`` for itself only."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from llm_ledger import config
 
-        self._own_settings = config.settings().replace(hit_audit="background")
+        self._own_settings = config.settings().replace(writes="sync")
 
     def _settings(self) -> Any:
         return self._own_settings
 
 
-class LedgerBackgroundHits(Ledger):
-    """``send_message`` hits with ``hit_audit="background"``: each timed batch ends by
-    writing the rows still queued (inside the timing), so every row is paid for."""
+class LedgerSyncWrites(Ledger):
+    """``send_message`` with ``writes="sync"``: each call's records committed before it
+    returns (the default until round two)."""
 
-    name = "ledger_bg"
-    title = "llm_ledger send_message, hit_audit=background"
-    stores = False  # a store is written before it returns either way
-
-    client_class = BackgroundHitsClient
-
-    def finish(self) -> None:
-        assert self.client is not None
-        self.client.ledger.flush()
-
-    @contextlib.contextmanager
-    def restoring(self) -> Iterator[None]:
-        with super().restoring():
-            try:
-                yield
-            finally:
-                self.finish()  # rows queued by untimed calls too, before the trim
+    name = "ledger_sync"
+    title = "llm_ledger send_message, writes=sync"
+    client_class = SyncWritesClient
 
 
 class Floor(Contender):

@@ -34,7 +34,7 @@ OPTIONAL = ("langchain", "diskcache")
 SKIPPABLE = (
     "sqlite3_ledger_schema",
     "ledger_dict",
-    "ledger_bg",
+    "ledger_sync",
     "langchain",
     "diskcache",
     "pickle",
@@ -212,8 +212,8 @@ def available(
         kinds.append(contenders.LedgerSchemaFloor)
     if "ledger_dict" not in args.skip:
         kinds.append(contenders.LedgerDictAnswers)
-    if "ledger_bg" not in args.skip:
-        kinds.append(contenders.LedgerBackgroundHits)
+    if "ledger_sync" not in args.skip:
+        kinds.append(contenders.LedgerSyncWrites)
     checks = {
         "langchain": contenders.langchain_installed,
         "diskcache": contenders.diskcache_installed,

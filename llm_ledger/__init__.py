@@ -78,6 +78,21 @@ _LAZY: dict[str, str] = {
 }
 
 
+def flush() -> None:
+    """Write every call record this process has journaled and not written yet.
+
+    Calls are written behind (``writes="journal"``, the default): a call's records are in
+    the tables ~20 ms after it returns. Reports, exports and lookups of this process see
+    them at once anyway; call this before reading the tables on a connection of your own
+    (or before handing the database to another process) to see every call made so far.
+    """
+    import sys
+
+    repository = sys.modules.get(f"{__name__}.store.repository")
+    if repository is not None:  # no ledger was ever opened: nothing to write
+        repository.flush_all()
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -123,6 +138,7 @@ __all__ = [
     "force_api_cache",
     "force_api_type",
     "force_default_value",
+    "flush",
     "logger",
     "open_ledger",
     "register_client",

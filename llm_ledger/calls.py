@@ -639,13 +639,16 @@ def _fail(
 
 
 def _write(ctx: Context, rec: CallRecord, *, hit: bool = False) -> dict[int, Stored]:
-    """The audit row (and answers) into the ledger; a hit's row may be queued."""
+    """The audit row (and answers) into the ledger: journaled and written behind the call
+    (``writes="journal"``, store/writebehind.py), else committed now. Returns the entries
+    another process stored first (only a committed write can tell)."""
     if not ctx.records():
         return {}
     ledger = ctx.ledger()
-    if hit and not rec.answers and ctx.settings().hit_audit == "background":
-        ledger.record_later(rec)  # nothing paid, nothing to race for: queue the row
-        return {}
+    s = ctx.settings()
+    if s.writes == "journal" or (hit and s.hit_audit == "background"):
+        if ledger.record_later(rec):
+            return {}
     return ledger.record_or_spool(rec)
 
 

@@ -18,6 +18,7 @@ from .errors import ConfigError
 MODES = ("record", "replay", "refresh")
 SAMPLINGS = ("auto", "slots", "first")
 HIT_AUDITS = ("sync", "background")
+WRITES = ("journal", "sync")
 DEFAULT_DB_FILE = "llm_ledger.db"
 
 
@@ -47,7 +48,10 @@ class Settings:
     api_type: str = "openai"
     template_dir: str = "prompts"
     spool_dir: str | None = None
-    hit_audit: str = "sync"  # "background": hits queue their audit row (see hitlog.py)
+    # "journal": a call's records are journaled, then written in batches (store/writebehind.py);
+    # "sync": committed before the call returns.
+    writes: str = "journal"
+    hit_audit: str = "sync"  # with writes="sync": "background" journals hit rows only
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -100,10 +104,11 @@ _TYPES: dict[str, type] = {
     "api_type": str,
     "template_dir": str,
     "spool_dir": str,
+    "writes": str,
     "hit_audit": str,
 }
 _NULLABLE = {"cache_file_name", "max_age", "spool_dir", "max_tokens"}
-_CHOICES = {"mode": MODES, "sampling": SAMPLINGS, "hit_audit": HIT_AUDITS}
+_CHOICES = {"mode": MODES, "sampling": SAMPLINGS, "hit_audit": HIT_AUDITS, "writes": WRITES}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

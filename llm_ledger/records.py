@@ -15,7 +15,7 @@ from .policy import StoreMode
 class Stored:
     """An answer the ledger holds for a (namespace, request, slot)."""
 
-    response_id: int
+    response_id: int | None  # None: written by this process's journal, not in the tables yet
     response: dict[str, Any]
     stored_at: datetime
     prompt_tokens: int | None = None
@@ -52,6 +52,9 @@ class Answer:
     store: StoreMode
     namespace: str
     slot: int
+    # ``response`` as canonical JSON, fixed when the record is journaled (the caller may
+    # still hold the dict and change it before the writer thread stores it).
+    response_text: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -110,6 +113,8 @@ class CallRecord:
 
         data: dict[str, Any] = conv(dataclasses.asdict(self))
         del data["request_text"]  # derived from ``request``; the spool keeps it once
+        for a in data["answers"]:
+            del a["response_text"]  # likewise
         return data
 
     @classmethod

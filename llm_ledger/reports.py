@@ -124,7 +124,7 @@ def _reading(source: Ledger | Connection) -> Iterator[Connection]:
     if isinstance(source, Connection):
         yield source
         return
-    source.flush()  # hit rows still queued by this process (hitlog.py)
+    source.flush()  # records still queued by this process (writebehind.py)
     with source.engine.connect() as conn:
         yield conn
 
@@ -393,7 +393,7 @@ def _in_batches(
     LIMIT n`` instead would re-scan and re-sort every match for every page when the filter
     uses another index (``--model``): quadratic on a big ledger.
     """
-    ledger.flush()  # hit rows still queued by this process (hitlog.py)
+    ledger.flush()  # records still queued by this process (writebehind.py)
     with ledger.engine.connect() as conn:
         ids = sorted(conn.execute(query.with_only_columns(table.c.id)).scalars())
     for start in range(0, len(ids), batch_size):

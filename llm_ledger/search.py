@@ -185,7 +185,7 @@ def search_calls(
     """
     if isinstance(source, Connection):
         return _search(source, text_value, filters, limit)
-    source.flush()  # hit rows still queued by this process (hitlog.py)
+    source.flush()  # records still queued by this process (writebehind.py)
     with source.engine.connect() as conn:
         return _search(conn, text_value, filters, limit)
 

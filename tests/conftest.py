@@ -80,6 +80,14 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
+def sync_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``writes="sync"``: for a test about the call's own write (a locked or failing ledger,
+    the spool, a full disk), which the default journal moves to the writer thread."""
+    monkeypatch.setenv("LLM_LEDGER_WRITES", "sync")  # child processes too
+    config.set_default("writes", "sync")
+
+
+@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
 

@@ -31,8 +31,10 @@ NOT_FINITE = re.compile(
 
 def ledger_rows(db_path: Path) -> dict[str, int]:
     """Rows per table; an absent or empty file (ledger never opened) counts as none."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     if not db_path.exists() or db_path.stat().st_size == 0:
         return dict.fromkeys(TABLES, 0)
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = create_engine(f"sqlite:///{db_path}")
     with engine.connect() as conn:
         out = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in TABLES}

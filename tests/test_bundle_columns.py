@@ -33,6 +33,7 @@ def test_a_field_added_since_the_bundle_was_written_is_filled_in(
 
     result = transfer.import_bundle(str(tmp_path / "b.db"), tmp_path / "old.jsonl")
 
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     conn = sqlite3.connect(tmp_path / "b.db")
     calls, templates = conn.execute("SELECT COUNT(*), COUNT(template) FROM call_log").fetchone()
     conn.close()
@@ -52,6 +53,7 @@ def test_a_missing_field_that_is_not_listed_as_added_makes_the_bundle_invalid(
         match=r"call record: missing fields \['template'\], unknown fields \[\]",
     ):
         transfer.import_bundle(str(tmp_path / "b.db"), tmp_path / "old.jsonl")
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     assert not (tmp_path / "b.db").exists() or sqlite3.connect(tmp_path / "b.db").execute(
         "SELECT COUNT(*) FROM call_log"
     ).fetchone() == (0,)

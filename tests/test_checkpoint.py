@@ -7,13 +7,21 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
+import llm_ledger
 from llm_ledger.store import checkpoint, repository
 
 from .conftest import msgs, wait_for
 
+# Checkpoints after the calling thread's own commits (writes="sync"); with the default
+# journal the writer thread commits, on its own connection, the same way.
+pytestmark = pytest.mark.usefixtures("sync_writes")
+
 
 def _wal_frames(path: Path) -> tuple[int, int]:
     """(frames in the WAL, frames of it already copied into the database)."""
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     conn = sqlite3.connect(path)
     try:
         busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -134,6 +142,7 @@ def test_close_waits_for_another_threads_call_to_finish(client, api, db_path) ->
     t.join(10)
     closer.join(10)
     assert not closer.is_alive() and errors == []
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT name, value FROM call_tags").fetchall() == [("k", "v")]
     conn.close()
@@ -141,7 +150,9 @@ def test_close_waits_for_another_threads_call_to_finish(client, api, db_path) ->
 
 def _rows_in_the_file_alone(path: Path, copy: Path) -> int:
     """call_log rows a reader of the ``.db`` file alone sees (``cp``, ``?immutable=1``)."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     copy.write_bytes(path.read_bytes())
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     conn = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)
     try:
         return conn.execute("SELECT count(*) FROM call_log").fetchone()[0]

@@ -47,6 +47,7 @@ def build_known_ledger(client: llm_ledger.OpenAIClient, api) -> None:
 
 
 def pin_times(location: str) -> None:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(location))
     with engine.begin() as conn:
         for call_id, (created, latency) in enumerate(TIMES, start=1):
@@ -179,6 +180,7 @@ def test_calls_on_a_missing_file_fails_without_creating_it(tmp_path: Path) -> No
 
 def test_calls_refuses_a_database_that_is_not_a_ledger(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = create_engine(f"sqlite:///{other}")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
@@ -405,6 +407,7 @@ def test_migrate_upgrades_an_old_postgresql_schema_ledger_refuses(pg_url: str) -
     base = next(r for r in db.known_revisions() if _down(r) is None)
     if base == db.head_revision():
         pytest.skip("only one schema revision so far")
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(pg_url)
     db.upgrade(engine, base)
     engine.dispose()
@@ -424,6 +427,7 @@ def _down(revision: str) -> str | None:
 
 def test_migrate_refuses_another_applications_sqlite_file(tmp_path: Path) -> None:
     other = tmp_path / "app.db"
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = create_engine(f"sqlite:///{other}")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE users (id INTEGER)"))

@@ -66,6 +66,7 @@ def reader(location: str) -> str:
 
 
 def counts(location: str) -> dict[str, int]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = db.make_engine(location)
     with engine.connect() as conn:
         found = {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}

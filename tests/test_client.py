@@ -34,6 +34,7 @@ SEED_NAMES = [
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         result = [tuple(r) for r in conn.execute(text(sql))]

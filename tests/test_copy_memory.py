@@ -41,6 +41,7 @@ SOURCE_ROWS = {
 
 def rows(location: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table, ids included, in key order."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = db.make_engine(location)
     with engine.connect() as conn:
         out = {

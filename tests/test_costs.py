@@ -27,6 +27,7 @@ _TAGS = CallTag.__table__
 
 
 def table(client: llm_ledger.OpenAIClient, t: Any, *columns: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     with client.ledger.engine.connect() as conn:
         stmt = select(*(t.c[c] for c in columns)).order_by(*t.primary_key.columns)
         return [tuple(r) for r in conn.execute(stmt)]

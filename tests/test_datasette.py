@@ -8,6 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+import llm_ledger
 from llm_ledger import datasette
 from llm_ledger.cli import app
 from llm_ledger.store import schema_doc
@@ -48,6 +49,7 @@ def test_metadata_of_a_server_ledger_needs_a_name() -> None:
 
 def test_every_canned_query_runs_on_a_ledger_and_answers_its_question(db_path: Path) -> None:
     build(str(db_path)).close()
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     conn = sqlite3.connect(db_path)
     try:
 

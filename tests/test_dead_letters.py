@@ -24,8 +24,13 @@ from llm_ledger.store.repository import Ledger
 
 from .conftest import msgs
 
+# The synchronous write path (writes="sync"): the default journal moves these writes to its
+# writer thread, whose failures test_writebehind.py covers.
+pytestmark = pytest.mark.usefixtures("sync_writes")
+
 
 def call_uuids(url: str) -> list[str]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(url))
     with engine.connect() as conn:
         out = [r[0] for r in conn.execute(text("SELECT call_uuid FROM call_log ORDER BY id"))]

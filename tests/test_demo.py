@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+import llm_ledger
 from llm_ledger.cli import app
 from llm_ledger.demo import run_demo
 
@@ -18,6 +19,7 @@ def normalise(lines: list[str]) -> list[str]:
 
 
 def rows(location: str, query: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(f"sqlite:///{location}")
     with engine.connect() as conn:
         found = [tuple(r) for r in conn.execute(text(query))]

@@ -31,6 +31,7 @@ WORKER = Path(__file__).with_name("_load_worker.py")
 
 
 def last_call(db: Path) -> dict[str, Any]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         row = (
@@ -336,6 +337,10 @@ def test_sigkill_mid_write_leaves_a_consistent_ledger(api, db_path) -> None:
         child.communicate()
         assert child.returncode == -signal.SIGKILL
 
+        # The next open writes what the killed child had journaled (writes="journal").
+        from llm_ledger.store.repository import Ledger
+
+        Ledger(str(db_path)).close()
         con = sqlite3.connect(db_path)
         try:
             assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

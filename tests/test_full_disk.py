@@ -27,8 +27,13 @@ from llm_ledger.store.repository import Ledger
 
 from .conftest import msgs
 
+# The synchronous write path (writes="sync"): the default journal moves these writes to its
+# writer thread, whose failures test_writebehind.py covers.
+pytestmark = pytest.mark.usefixtures("sync_writes")
+
 
 def call_log_rows(db_path: Path) -> int:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(f"sqlite:///{db_path}")
     with engine.connect() as conn:
         n = int(conn.execute(text("SELECT count(*) FROM call_log")).scalar_one())

@@ -16,6 +16,9 @@ from llm_ledger.store import repository
 
 from .conftest import msgs, wait_for
 
+# hit_audit="background" is the journal for hit rows only, under writes="sync".
+pytestmark = pytest.mark.usefixtures("sync_writes")
+
 
 def _calls(path: Path) -> list[tuple]:
     conn = sqlite3.connect(path)
@@ -39,12 +42,12 @@ def test_hits_are_written_by_the_background_thread(client, api, db_path, backgro
     for _ in range(20):
         assert client.send_message(msgs("q"), temperature=0)["content"] == "answer 1 to: q"
     assert api.chat_count == 1
-    writer = client.ledger._hits
+    writer = client.ledger._writer
     assert writer is not None
     assert wait_for(lambda: len(_calls(db_path)) == 21)
     assert _calls(db_path) == [("miss", "ok", 1, 4, 0)] + [("hit", "ok", 1, 4, 1)] * 20
     assert writer.written == 20 and writer.pending() == 0
-    assert writer._thread is not None and writer._thread.name.startswith("llm-ledger-hits")
+    assert writer._thread is not None and writer._thread.name.startswith("llm-ledger-writer")
 
 
 def test_sync_is_the_default_and_bad_values_are_refused(client, api, db_path) -> None:
@@ -52,7 +55,7 @@ def test_sync_is_the_default_and_bad_values_are_refused(client, api, db_path) ->
     client.send_message(msgs("q"), temperature=0)
     client.send_message(msgs("q"), temperature=0)
     assert len(_calls(db_path)) == 2  # committed before send_message returned
-    assert client.ledger._hits is None
+    assert client.ledger._writer is None
     with pytest.raises(ConfigError, match="hit_audit='later': must be one of sync, background"):
         config.set_default("hit_audit", "later")
     with pytest.raises(ConfigError, match="LLM_LEDGER_HIT_AUDIT='x'"):
@@ -62,7 +65,7 @@ def test_sync_is_the_default_and_bad_values_are_refused(client, api, db_path) ->
 def test_reports_and_close_write_the_queue_first(client, api, db_path, background) -> None:
     client.send_message(msgs("q"), temperature=0)
     ledger = client.ledger
-    writer = ledger._hit_writer()
+    writer = ledger._record_writer()
     writer.interval = 3600  # the thread would wait an hour
     for _ in range(5):
         client.send_message(msgs("q"), temperature=0)
@@ -91,7 +94,7 @@ def test_a_refused_batch_is_written_row_by_row_and_the_rest_spooled(
         return real(cur, rec, **kw)
 
     ledger._record = flaky
-    ledger._hit_writer().interval = 3600
+    ledger._record_writer().interval = 3600
     for _ in range(3):
         client.send_message(msgs("q"), temperature=0)
     ledger.flush()
@@ -108,13 +111,14 @@ def test_queued_rows_are_written_at_interpreter_exit(api, tmp_path) -> None:
     code = f"""
 import llm_ledger
 from llm_ledger import config
+config.set_default("writes", "sync")
 config.set_default("hit_audit", "background")
 c = llm_ledger.OpenAIClient(cache_file_name={str(db)!r})
 c.send_message([{{"role": "user", "content": "q"}}], temperature=0)
-c.ledger._hit_writer().interval = 3600  # only the exit can write them
+c.ledger._record_writer().interval = 3600  # only the exit can write them
 for _ in range(10):
     c.send_message([{{"role": "user", "content": "q"}}], temperature=0)
-assert c.ledger._hits.pending() == 10
+assert c.ledger._writer.pending() == 10
 """
     env = {
         "PATH": "/usr/bin:/bin",
@@ -148,9 +152,9 @@ def test_an_export_of_the_open_ledger_includes_queued_hit_rows(
 
     client.send_message(msgs("q"), temperature=0)
     ledger = client.ledger
-    ledger._hit_writer().interval = 3600
+    ledger._record_writer().interval = 3600
     for _ in range(3):
         client.send_message(msgs("q"), temperature=0)
-    assert ledger._hits.pending() == 3
+    assert ledger._writer.pending() == 3
     result = transfer.export_bundle(ledger, tmp_path / "out.jsonl.gz")
     assert result["counts"]["calls"] == 4

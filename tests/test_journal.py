@@ -225,62 +225,95 @@ def test_sigkill_at_any_moment_loses_no_returned_record_and_duplicates_none(
 LEDGER_CHILD = """
 import sys, threading
 import llm_ledger
-from llm_ledger import config
 
-config.set_default("hit_audit", "background")
 c = llm_ledger.OpenAIClient(cache_file_name=sys.argv[1])
-q = [{"role": "user", "content": "q"}]
-c.send_message(q, temperature=0)  # the miss, committed before it returns
-c.ledger._hit_writer().interval = 3600  # the thread waits: only the journal has the hit rows
+c.send_message([{"role": "user", "content": "first"}], temperature=0)  # the ledger exists
+c.ledger.flush()
+c.ledger._record_writer().interval = 3600  # the thread waits: only the journal has the rows
 lock = threading.Lock()
 print("ready", flush=True)
 
-def caller():
+def caller(t):
+    n = 0
     while True:
-        c.send_message(q, temperature=0)
-        with lock:  # the hit returned: say so
+        q = [{"role": "user", "content": f"q {t} {n}"}]
+        c.send_message(q, temperature=0)  # a miss: a paid answer, journaled
+        with lock:  # it returned: say so
+            sys.stdout.write("miss\\n")
+            sys.stdout.flush()
+        c.send_message(q, temperature=0)  # a hit on the answer still in the journal
+        with lock:
             sys.stdout.write("hit\\n")
             sys.stdout.flush()
+        n += 1
 
-for _ in range(4):
-    threading.Thread(target=caller, daemon=True).start()
+for t in range(4):
+    threading.Thread(target=caller, args=(t,), daemon=True).start()
 threading.Event().wait()
 """
 
 
-def test_background_hit_rows_survive_sigkill_and_are_written_at_the_next_open(
-    api: Any, tmp_path: Path
-) -> None:
-    from llm_ledger import open_ledger
-    from llm_ledger.store import repository
+def _counts(db: Path) -> dict[str, Any]:
+    with sqlite3.connect(db) as conn:
+        q = conn.execute
+        return {
+            "miss": q("SELECT count(*) FROM call_log WHERE cache_status = 'miss'").fetchone()[0],
+            "hit": q("SELECT count(*) FROM call_log WHERE cache_status = 'hit'").fetchone()[0],
+            "uuids": q("SELECT count(DISTINCT call_uuid) FROM call_log").fetchone()[0],
+            "rows": q("SELECT count(*) FROM call_log").fetchone()[0],
+            "entries": q("SELECT count(*) FROM cache_entries").fetchone()[0],
+            "responses": q("SELECT count(*) FROM responses").fetchone()[0],
+            # a hit names the answer it was served, found once its miss was written
+            "hits_served_their_miss": q(
+                "SELECT count(*) FROM call_log h JOIN call_log m ON m.request_hash = "
+                "h.request_hash AND m.cache_status = 'miss' AND m.response_id = h.response_id "
+                "WHERE h.cache_status = 'hit'"
+            ).fetchone()[0],
+        }
 
-    db = tmp_path / "ledger.db"
+
+def _killed_child(api: Any, db: Path, seconds: float) -> tuple[int, int]:
+    """Run LEDGER_CHILD, SIGKILL it after ``seconds``; the misses and hits that returned."""
     env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(LEDGER_CHILD), str(db)],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
-    assert child.stdout is not None
-    assert child.stdout.readline() == "ready\n"
-    time.sleep(0.8)
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.readline() == "ready\n", child.stderr.read()
+    time.sleep(seconds)
     os.kill(child.pid, signal.SIGKILL)
     out, _ = child.communicate()
-    returned = out.count("hit\n")
-    assert returned > 20
+    return out.count("miss\n"), out.count("hit\n")
 
-    with sqlite3.connect(db) as conn:
-        before = conn.execute("SELECT count(*) FROM call_log WHERE cache_status = 'hit'").fetchone()
+
+def test_journaled_calls_survive_sigkill_and_are_written_at_the_next_open(
+    api: Any, tmp_path: Path
+) -> None:
+    """The default (writes="journal"): every call that returned, miss or hit, has its row
+    after a SIGKILL, each once, and every paid answer its cache entry."""
+    from llm_ledger import open_ledger
+    from llm_ledger.store import repository
+
+    db = tmp_path / "ledger.db"
+    misses, hits = _killed_child(api, db, 0.8)
+    assert misses > 10 and hits > 10
+    before = _counts(db)
+    assert before["rows"] == 1  # only the first call was written: the journal held the rest
     ledger = open_ledger(str(db))  # recovers the dead process's journal
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT count(*), count(DISTINCT call_uuid) FROM call_log WHERE cache_status = 'hit'"
-        ).fetchone()
-    assert before[0] < returned  # the tables alone had lost rows: the journal held them
-    assert rows[0] == rows[1]  # each once
-    assert returned <= rows[0] <= returned + 4  # every returned hit; at most one in flight a thread
-    assert ledger.journal_recovered == rows[0] - before[0]
+    after = _counts(db)
+    assert after["rows"] == after["uuids"]  # each once
+    # every returned call; at most one call in flight per thread on top
+    assert misses <= after["miss"] - 1 <= misses + 4
+    assert hits <= after["hit"] <= hits + 4
+    assert after["entries"] == after["responses"] == after["miss"]  # every paid answer kept
+    assert after["hits_served_their_miss"] == after["hit"]
+    # a call killed between its API answer and its journal line was never returned
+    assert after["miss"] <= api.chat_count <= after["miss"] + 4
+    assert ledger.journal_recovered == after["rows"] - 1
     assert segments(ledger.journal_dir) == []
     repository.close_all()
 
@@ -292,7 +325,7 @@ def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
     from decimal import Decimal
 
     from llm_ledger.records import CallRecord, Usage
-    from llm_ledger.store import hitlog
+    from llm_ledger.store import writebehind
 
     request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "é"}]}
     rec = CallRecord(
@@ -316,9 +349,9 @@ def test_a_hit_record_comes_back_from_its_journal_line_unchanged() -> None:
         served_response_id=7,
         request_text=json.dumps(request, separators=(",", ":"), ensure_ascii=False),
     )
-    line = hitlog.journal_line(rec)
-    assert line.endswith(',"request":' + rec.request_text + "}")  # spliced in, not escaped
-    back = hitlog.from_journal(json.loads(line))
+    line = writebehind.journal_line(rec)
+    assert line.endswith(',"request":' + rec.request_text + ',"answers":[]}')  # spliced in
+    back = writebehind.from_journal(json.loads(line))
     assert back == dataclasses.replace(rec, request_text=None)
 
 
@@ -329,19 +362,7 @@ def test_a_refused_recovery_batch_is_written_row_by_row(
     from llm_ledger.store import repository
 
     db = tmp_path / "ledger.db"
-    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(LEDGER_CHILD), str(db)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline() == "ready\n"
-    time.sleep(0.5)
-    os.kill(child.pid, signal.SIGKILL)
-    out, _ = child.communicate()
-    returned = out.count("hit\n")
+    misses, hits = _killed_child(api, db, 0.5)
 
     real = repository.Ledger._record
     failed = []
@@ -354,12 +375,11 @@ def test_a_refused_recovery_batch_is_written_row_by_row(
 
     monkeypatch.setattr(repository.Ledger, "_record", refuse_once)
     ledger = open_ledger(str(db))
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT count(*), count(DISTINCT call_uuid) FROM call_log WHERE cache_status = 'hit'"
-        ).fetchone()
+    after = _counts(db)
     assert failed  # the first batch was refused
-    assert rows[0] == rows[1] and returned <= rows[0] <= returned + 4
+    assert after["rows"] == after["uuids"]
+    assert misses <= after["miss"] - 1 <= misses + 4 and hits <= after["hit"] <= hits + 4
+    assert after["entries"] == after["responses"] == after["miss"]
     assert not ledger.spool_path.exists()  # row by row, every one went in
     assert segments(ledger.journal_dir) == []
     repository.close_all()

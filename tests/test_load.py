@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+import llm_ledger
 from llm_ledger.store import db, repository, spool
 from llm_ledger.testing import FakeOpenAIServer
 
@@ -93,6 +94,7 @@ def scalar(conn, sql: str) -> int:
 
 
 def check_load(url: str, api: FakeOpenAIServer, procs: int, threads: int, calls: int) -> str:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     results, wall = run_workers(url, api, procs, threads, calls)
     expected = procs * threads * calls
     prompts = all_prompts(procs, threads, calls, SHARED)
@@ -134,7 +136,9 @@ def check_load(url: str, api: FakeOpenAIServer, procs: int, threads: int, calls:
     assert kinds.get("hit", 0) + misses == expected
     assert misses == api.chat_count == api.request_count == responses
     assert entries == requests == distinct
-    assert unreferenced == misses - entries
+    # A process that lost a race for a slot to another one answered with its own answer
+    # (writes="journal": written after it returned), and its row names that answer.
+    assert unreferenced == 0
 
     def as_dict(value):
         return json.loads(value) if isinstance(value, str) else value
@@ -148,7 +152,11 @@ def check_load(url: str, api: FakeOpenAIServer, procs: int, threads: int, calls:
     for r in results:
         for p, answers in r["answers"].items():
             seen.setdefault(p, set()).update(answers)
-    assert {p: sorted(a) for p, a in seen.items()} == {p: [cached[p]] for p in set(prompts)}
+    # Every stored answer was returned; a prompt answered otherwise too was a race lost
+    # between processes, each of which returned its own (paid) answer (writes="journal").
+    assert set(seen) == set(prompts)
+    assert all(cached[p] in answers for p, answers in seen.items())
+    assert sum(len(answers) - 1 for answers in seen.values()) <= misses - entries
     return (
         f"{ledger.dialect}: {procs}x{threads}x{calls}: rows {sum(statuses.values())}/{expected}, "
         f"errors 0, hits {kinds.get('hit', 0)}, misses {misses}, server requests "

@@ -22,6 +22,7 @@ from .conftest import msgs
 
 
 def rows(url: str, sql: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(url))
     with engine.connect() as conn:
         out = [tuple(r) for r in conn.execute(text(sql))]

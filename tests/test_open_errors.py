@@ -41,6 +41,7 @@ def test_random_bytes_file_is_not_a_database(client, api, db_path) -> None:
 def test_sqlite_database_of_another_application_is_refused_and_left_alone(
     client, api, db_path
 ) -> None:
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     con = sqlite3.connect(db_path)
     con.execute("CREATE TABLE foo (x INTEGER)")
     con.execute("INSERT INTO foo VALUES (1)")
@@ -57,6 +58,7 @@ def test_sqlite_database_of_another_application_is_refused_and_left_alone(
     # Not even switched to WAL: the other application's file is byte for byte the same.
     assert db_path.read_bytes() == before
     assert side_files(db_path) == []
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     con = sqlite3.connect(db_path)
     assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     con.close()
@@ -78,6 +80,7 @@ def test_schema_newer_than_the_code_is_refused(any_db: str, api) -> None:
     )
     assert isinstance(info.value, LedgerOpenError)
     assert api.request_count == 0
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(any_db)
     with engine.connect() as conn:
         assert db.current_revision(conn) == FUTURE  # not "fixed" behind the user's back
@@ -101,6 +104,7 @@ def test_two_revision_rows_are_refused_and_nothing_is_written(any_db: str, api) 
         "another application; upgrade with `pip install -U llm-ledger`"
     )
     assert api.request_count == 0
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(any_db)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM call_log")).scalar() == 0
@@ -131,6 +135,7 @@ def test_two_revision_rows_are_refused_by_the_cli(any_db: str, api) -> None:
 def test_ledger_tables_without_a_revision_are_refused(db_path) -> None:
     repository.open_ledger(str(db_path))
     repository.close_all()
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     con = sqlite3.connect(db_path)
     con.execute("DROP TABLE alembic_version")
     con.commit()

@@ -37,6 +37,7 @@ def test_postgresql_lookup_sends_its_select_alone(
 ) -> None:
     client = OpenAIClient(cache_file_name=pg_url)
     client.send_message(msgs("look me up"), temperature=0.0)
+    client.ledger.flush()  # writes="journal": in the table, for the traced lookup to find
     [(namespace, request_hash)] = (
         client.ledger.engine.raw_connection()
         .cursor()

@@ -73,6 +73,7 @@ def seed_pickle(api: FakeOpenAIServer, tmp_path: Path) -> Path:
 
 
 def rows(location: str, table: str) -> list[dict[str, Any]]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = db.make_engine(location)
     with engine.connect() as conn:
         out = [dict(r._mapping) for r in conn.execute(select(Base.metadata.tables[table]))]

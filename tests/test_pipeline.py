@@ -27,6 +27,7 @@ from .conftest import msgs
 
 
 def rows(url: str, sql: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
@@ -84,6 +85,7 @@ def test_a_bug_while_recording_spools_the_answer(
     monkeypatch.setattr(repository.Ledger, "_record", forgotten_key)
     c = llm_ledger.OpenAIClient(cache_file_name=str(db_path))
     assert c.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"
+    llm_ledger.flush()  # the writer's batch fails, then the row alone: spooled
     (rec,), _ = spool.read(c.ledger.spool_path)
     assert rec.answers[0].response["choices"][0]["message"]["content"] == (
         "answer 1 to: hello there"

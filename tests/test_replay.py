@@ -42,6 +42,7 @@ def run_script(db: Path, url: str, mode: str) -> list[str]:
 
 
 def q(db: Path, sql: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         out = [tuple(r) for r in conn.execute(text(sql))]
@@ -248,6 +249,7 @@ def test_namespaces_isolate_caches_in_one_ledger(client, api, db_path) -> None:
 def test_max_age_turns_old_answers_into_misses(api, db_path) -> None:
     c = llm_ledger.OpenAIClient(cache_file_name=str(db_path), max_age=3600)
     c.send_message(msgs(), temperature=0)
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = create_engine(f"sqlite:///{db_path}")
     with engine.begin() as conn:
         conn.execute(text("UPDATE cache_entries SET updated_at = '2020-01-01 00:00:00.000000'"))
@@ -284,9 +286,12 @@ def test_embedding_replay_miss_names_the_missing_item(api, db_path) -> None:
     assert api.request_count == 0
 
 
-def test_loser_of_a_cross_process_race_uses_the_winners_entry(api, any_db: str) -> None:
+def test_loser_of_a_cross_process_race_uses_the_winners_entry(
+    api, any_db: str, sync_writes
+) -> None:
     """Two processes miss the same slot at once: the unique key keeps one entry, and the
-    loser returns the winner's answer while its own paid answer stays in `responses`."""
+    loser returns the winner's answer while its own paid answer stays in `responses`.
+    (writes="sync": only a committed write can tell; test_writebehind.py has the journal's.)"""
     winner = llm_ledger.OpenAIClient(cache_file_name=any_db)
     loser = llm_ledger.OpenAIClient(cache_file_name=any_db)
     assert winner.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"

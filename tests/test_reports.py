@@ -49,6 +49,7 @@ def record(
     served: int | None = None,
 ) -> int | None:
     """Write one call through the repository; a paid one stores its answer. Returns that id."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     request_hash = hashlib.sha256(label.encode()).hexdigest()
     request = {"model": model, "messages": [{"role": "user", "content": label}]}
     usage = Usage(prompt, completion, None, None, None if prompt is None else prompt + completion)

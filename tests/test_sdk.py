@@ -37,8 +37,10 @@ class City(pydantic.BaseModel):
 
 
 def rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     if not db_path.exists():  # the ledger is opened (created) by the first recorded call
         return []
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     con = sqlite3.connect(db_path)
     try:
         return con.execute(sql).fetchall()
@@ -493,6 +495,7 @@ def test_streams_round_trip_on_every_engine(api, any_db: str) -> None:
         api.stream_words = None
     assert replayed == recorded and again == events
     assert api.request_count == 2
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = create_engine(normalize_url(any_db))
     try:
         with engine.connect() as conn:
@@ -517,6 +520,7 @@ def test_a_stream_ending_while_the_ledger_is_locked_is_spooled_then_recovered(
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
     client = OpenAI(ledger=str(db_path))
     chat(client, "first")  # the ledger exists
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     lock = sqlite3.connect(db_path, timeout=5, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:

@@ -26,6 +26,7 @@ MODEL = "gpt-4o-mini"
 
 
 def rows(location: str, sql: str) -> list[tuple[Any, ...]]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(normalize_url(location))
     try:
         with engine.connect() as conn:

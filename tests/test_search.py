@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+import llm_ledger
 from llm_ledger import search
 from llm_ledger.errors import ConfigError
 from llm_ledger.filters import CallFilter
@@ -101,6 +102,7 @@ def test_search_index_follows_new_answers_and_deleted_ones(any_db: str) -> None:
 def test_migration_indexes_answers_written_before_it(any_db: str) -> None:
     ledger = build(any_db)
     ledger.close()
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(any_db)
     try:
         db.downgrade(engine, "0003")

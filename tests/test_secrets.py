@@ -53,6 +53,7 @@ def short_busy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def dump(url: str) -> str:
     """Every row of every table, as text."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(url))
     out = []
     with engine.connect() as conn:
@@ -64,8 +65,13 @@ def dump(url: str) -> str:
 
 
 def raw_bytes(db_path: Path) -> bytes:
+    """Every file of the ledger: the database, its WAL, spool and journal segments."""
     return b"".join(
-        p.read_bytes() for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)
+        p.read_bytes() for p in sorted(db_path.parent.rglob(db_path.name + "*")) if p.is_file()
+    ) + b"".join(
+        p.read_bytes()
+        for d in db_path.parent.glob(db_path.name + "*.journal")
+        for p in sorted(d.iterdir())
     )
 
 
@@ -122,8 +128,11 @@ def test_azure_api_key_header_never_reaches_the_database(
     assert TEST_KEY not in repr(logs)
 
 
-def test_the_key_never_reaches_the_spool(client, api, db_path, short_busy, logs) -> None:
+def test_the_key_never_reaches_the_spool(
+    client, api, db_path, short_busy, logs, sync_writes
+) -> None:
     client.send_message(msgs("first"), temperature=0)
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     lock = sqlite3.connect(db_path, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:
@@ -186,6 +195,7 @@ def card_messages(card: str = CARD) -> list[dict[str, str]]:
 
 
 def stored_requests(db_path: Path) -> list[tuple[str, str]]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     con = sqlite3.connect(db_path)
     rows = con.execute("SELECT request_hash, request FROM requests ORDER BY created_at").fetchall()
     con.close()
@@ -193,7 +203,7 @@ def stored_requests(db_path: Path) -> list[tuple[str, str]]:
 
 
 def test_redact_scrubs_the_stored_request_but_the_hash_is_of_the_real_one(
-    api, db_path, short_busy
+    api, db_path, short_busy, sync_writes
 ) -> None:
     client = llm_ledger.OpenAIClient(cache_file_name=str(db_path), redact=scrub_card)
     first = client.send_message(card_messages(), temperature=0)
@@ -211,6 +221,7 @@ def test_redact_scrubs_the_stored_request_but_the_hash_is_of_the_real_one(
     assert CARD not in dump(str(db_path))
 
     # A spooled record holds the redacted request too.
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     lock = sqlite3.connect(db_path, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:
@@ -252,9 +263,13 @@ def test_new_sqlite_ledger_and_its_wal_files_are_owner_only(
 ) -> None:
     client.send_message(msgs(), temperature=0)
     names = sorted(p.name for p in db_path.parent.iterdir() if p.name.startswith(db_path.name))
-    assert names == ["ledger.db", "ledger.db-shm", "ledger.db-wal"]
+    # The journal (writes="journal") holds requests and answers until they are written.
+    assert names == ["ledger.db", "ledger.db-shm", "ledger.db-wal", "ledger.db.journal"]
     modes = {n: stat.S_IMODE((db_path.parent / n).stat().st_mode) for n in names}
-    assert modes == dict.fromkeys(names, 0o600)
+    assert modes == {**dict.fromkeys(names, 0o600), "ledger.db.journal": 0o700}
+    segments = list((db_path.parent / "ledger.db.journal").iterdir())
+    assert len(segments) == 1
+    assert stat.S_IMODE(segments[0].stat().st_mode) == 0o600
 
 
 def test_ledger_in_a_new_directory_is_owner_only(api, tmp_path, open_umask) -> None:
@@ -263,8 +278,11 @@ def test_ledger_in_a_new_directory_is_owner_only(api, tmp_path, open_umask) -> N
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_spool_file_is_owner_only(client, api, db_path, short_busy, open_umask) -> None:
+def test_spool_file_is_owner_only(
+    client, api, db_path, short_busy, open_umask, sync_writes
+) -> None:
     client.send_message(msgs("first"), temperature=0)
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     lock = sqlite3.connect(db_path, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:

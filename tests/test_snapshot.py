@@ -25,6 +25,7 @@ NOW = datetime(2026, 5, 1, 12, 30, 0)
 
 
 def dump(path: Path) -> dict[str, list[dict[str, Any]]]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     uuids: dict[str, str] = {}

@@ -32,10 +32,16 @@ from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import Sleeps, msgs
 
+# The synchronous write path (writes="sync"): the default journal moves these writes to its
+# writer thread, whose failures test_writebehind.py covers.
+pytestmark = pytest.mark.usefixtures("sync_writes")
+
+
 TABLES = ("requests", "responses", "cache_entries", "call_log", "call_tags")
 
 
 def counts(url: str) -> dict[str, int]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(url))
     with engine.connect() as conn:
         out = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in TABLES}
@@ -44,6 +50,7 @@ def counts(url: str) -> dict[str, int]:
 
 
 def calls(url: str) -> list[tuple]:
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     engine = create_engine(db.normalize_url(url))
     with engine.connect() as conn:
         rows = conn.execute(

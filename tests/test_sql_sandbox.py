@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
+import llm_ledger
 from llm_ledger.store import db
 
 from .test_cli_core import known  # noqa: F401  (fixture)
@@ -38,6 +39,7 @@ def drop_dir(tmp_path: Path) -> Path:
 
 
 def admin_scalar(location: str, sql: str) -> object:
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(location, poolclass=NullPool)
     with engine.connect() as conn:
         value = conn.execute(text(sql)).scalar()
@@ -108,6 +110,7 @@ def test_postgresql_server_functions_are_refused(
 
 def test_postgresql_other_sessions_cannot_be_terminated(pg_url: str, api) -> None:
     location = ledger_with_calls(pg_url)
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(location, poolclass=NullPool)
     with engine.connect() as victim:
         pid = victim.execute(text("SELECT pg_backend_pid()")).scalar()

@@ -78,7 +78,9 @@ def _plain(value: Any, float_digits: int | None) -> Any:
 def digest(location: str, *, float_digits: int | None = None) -> dict[str, tuple[int, str]]:
     """Per table: row count and sha256 of its rows as sorted canonical JSON, surrogate ids
     replaced by the identities they stand for (so ledgers on different engines compare)."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     tables = Base.metadata.tables
+    llm_ledger.flush()  # writes="journal": this process's calls into the tables first
     engine = db.make_engine(location)
     out = {}
     with engine.connect() as conn:
@@ -212,6 +214,7 @@ def test_import_keeps_audit_identity_and_remaps_response_ids(
     log, resp = tables["call_log"], tables["responses"]
 
     def answers(location: str) -> dict[str, str | None]:
+        llm_ledger.flush()  # writes="journal": this process's calls into the tables first
         engine = db.make_engine(location)
         stmt = select(log.c.call_uuid, resp.c.response_hash).outerjoin(
             resp, resp.c.id == log.c.response_id

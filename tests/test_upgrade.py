@@ -28,6 +28,7 @@ PICK = [{"role": "user", "content": "Pick a number between 1 and 10."}]
 
 def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every ledger table, as SQLite stores it, in key order."""
+    llm_ledger.flush()  # calls are written behind them (writes="journal")
     conn = sqlite3.connect(path)
     try:
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}

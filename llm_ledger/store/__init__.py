@@ -9,8 +9,8 @@
 - maintenance: prune, vacuum, the ledger's size
 - spool: a call's record kept on disk when the database fails
 - checkpoint: SQLite WAL checkpoints off the caller's thread
-- hitlog: hit audit rows written in the background (hit_audit=background)
-- background: the debounced daemon thread checkpoint and hitlog share
+- writebehind: call records journaled, then written in batches (the default)
+- background: the debounced daemon thread checkpoint and writebehind share
 - viewsets: the views per schema revision
 - textviews: the views' text columns and search objects, per engine (revision 0008)
 - journal: write-behind: a call's record safe on append, written in batches

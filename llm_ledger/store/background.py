@@ -1,5 +1,5 @@
 """The repository's background threads: work done shortly after it is asked for, off the
-callers' threads. ``checkpoint.Checkpointer`` and ``hitlog.HitWriter`` are the two kinds."""
+callers' threads. ``checkpoint.Checkpointer`` and ``writebehind.RecordWriter`` are the two kinds."""
 
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ class Journal(Debounced):
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()  # appends, and the writer's bookkeeping
         self._flush_lock = threading.Lock()  # one writer at a time
+        self._flushing: int | None = None  # the thread writing a batch now
         # (segment, what write_batch gets, the record's key_of or None)
         self._queue: collections.deque[tuple[_Segment, Any, Any]] = collections.deque()
         self._pending: dict[Any, Record] = {}  # key -> latest record appended with it
@@ -125,8 +126,15 @@ class Journal(Debounced):
         with self._lock:
             segment = self._current()
             view = memoryview(data)
-            while view:
-                view = view[os.write(segment.fd, view) :]
+            try:
+                while view:
+                    view = view[os.write(segment.fd, view) :]
+            except BaseException:
+                # A full disk mid-line: cut the partial line off so the next one starts clean
+                # (the caller writes this record its own way).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(segment.fd, segment.size)
+                raise
             segment.size += len(data)
             segment.appended += 1
             key = None if self._key_of is None or record is None else self._key_of(record)
@@ -146,8 +154,9 @@ class Journal(Debounced):
     def _current(self) -> _Segment:
         if not self._segments or self._segments[-1].size >= self._segment_bytes:
             self._serial += 1
-            name = f"{os.getpid()}-{self._token}-{self._serial}.jsonl"
-            self.directory.mkdir(parents=True, exist_ok=True)  # another close may rmdir it
+            # Zero-padded: recover() writes a process's segments in name order = append order.
+            name = f"{os.getpid()}-{self._token}-{self._serial:08d}.jsonl"
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # another close may rmdir it
             self._segments.append(_Segment(self.directory / name))
         return self._segments[-1]
 
@@ -155,27 +164,35 @@ class Journal(Debounced):
 
     def flush(self) -> None:
         """Write everything queued so far (on the calling thread); retire written segments."""
-        if self._forked():
-            return
+        if self._forked() or self._flushing == threading.get_ident():
+            return  # a read inside write_batch (e.g. a recovery's check) must not recurse
         with self._flush_lock:
-            while self._queue:
-                batch: list[tuple[_Segment, Any, Any]] = []
-                while self._queue and len(batch) < BATCH:
-                    batch.append(self._queue.popleft())
-                try:
-                    self._write_batch([item for _, item, _ in batch])
-                except BaseException:
-                    self._queue.extendleft(reversed(batch))  # still journaled; retried later
-                    raise
-                self.written += len(batch)
-                with self._lock:
-                    for segment, _, key in batch:
-                        segment.written += 1
-                        if key is not None:
-                            self._outstanding[key] -= 1
-                            if not self._outstanding[key]:
-                                del self._outstanding[key], self._pending[key]
-                    self._retire()
+            self._flushing = threading.get_ident()
+            try:
+                self._flush()
+            finally:
+                self._flushing = None
+
+    def _flush(self) -> None:
+        """Under ``_flush_lock``: write batches until the queue is empty."""
+        while self._queue:
+            batch: list[tuple[_Segment, Any, Any]] = []
+            while self._queue and len(batch) < BATCH:
+                batch.append(self._queue.popleft())
+            try:
+                self._write_batch([item for _, item, _ in batch])
+            except BaseException:
+                self._queue.extendleft(reversed(batch))  # still journaled; retried later
+                raise
+            self.written += len(batch)
+            with self._lock:
+                for segment, _, key in batch:
+                    segment.written += 1
+                    if key is not None:
+                        self._outstanding[key] -= 1
+                        if not self._outstanding[key]:
+                            del self._outstanding[key], self._pending[key]
+                self._retire()
 
     def _retire(self) -> None:
         """Under ``_lock``: drop what is fully written (older segments), empty the current one."""
@@ -228,14 +245,27 @@ class Journal(Debounced):
         self._outstanding = collections.Counter()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._flushing = None
         self._token = secrets.token_hex(4)
 
 
 def read_segment(path: Path) -> list[Record]:
-    """The complete lines of a segment (a last line without its newline was never returned)."""
+    """The complete lines of a segment (a last line without its newline was never returned).
+
+    A line that is not JSON (an append cut short by a full disk and not truncated, whose
+    caller then wrote its record the synchronous way) is skipped and logged, never fatal.
+    """
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    return [json.loads(line) for line in data[:end].splitlines() if line]
+    records = []
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            log.error("ledger.journal_line_unreadable", segment=path.name, line=number)
+    return records
 
 
 def recover(directory: Path, write_batch: WriteBatch) -> int:

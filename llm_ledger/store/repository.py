@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
+import dataclasses
 import os
 import threading
 import weakref
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, bindparam, insert, select
+from sqlalchemy import Dialect, Engine, bindparam, event, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from ..errors import LedgerUnwritableError
@@ -32,7 +34,7 @@ from ..log import logger
 from ..policy import StoreMode
 from ..process import state as _process
 from ..records import CallRecord, Stored
-from . import checkpoint, db, hitlog, journal, spool
+from . import checkpoint, db, journal, spool, writebehind
 from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .statements import CallInsert, Compiled, Dumped, insert_ignore, stored, upsert, usage_columns
 
@@ -131,15 +133,26 @@ class Ledger:
         self._local: threading.local | None = None if path is None else threading.local()
         self._hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
         self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
-        self._hits: hitlog.HitWriter | None = None  # hit_audit="background"
-        self._hits_lock = threading.Lock()
+        # Records written behind the call (writebehind.py): the default but for an
+        # in-memory SQLite database, which dies with the process anyway.
+        self.journaled = path is not None or self.dialect != "sqlite"
+        self._writer: writebehind.RecordWriter | None = None
+        self._writer_lock = threading.Lock()
+        # Answers journaled by this process and not written yet, by (namespace, hash, slot):
+        # what a lookup here must see. Value: (what the lookup returns, the Answer).
+        self._pending: dict[tuple[str, str, int], tuple[Stored, Any]] = {}
+        self._pending_lock = threading.Lock()
+        # A read through this engine (reports, exports, a user's ``engine.connect()``) sees
+        # every call of this process: what is queued is written first. The hot path and the
+        # writer use raw connections, which do not fire this.
+        event.listen(self.engine, "engine_connect", self._before_read)
         # Records neither the database nor the spool could take (a full disk): kept here,
         # retried before the next API call, by recover() and at exit (docs/reliability.md).
         self._held: list[CallRecord] = []
         self._held_lock = threading.Lock()
         self._sql = _Statements(self.engine.dialect)
         self.spool_path: Path = spool.default_spool_path(self.url, spool_dir)
-        # Hit rows journaled by hit_audit="background" (hitlog.py), beside the spool.
+        # Records journaled by this ledger's writers (writebehind.py), beside the spool.
         self.journal_dir: Path = (
             path.with_name(path.name + ".journal")
             if path is not None
@@ -150,7 +163,7 @@ class Ledger:
         _process.live_ledgers.add(self)
         if spool.leftovers(self.spool_path):
             self.recovered_at_open = self.recover()
-        # Hit rows of processes that died before writing them (SIGKILL): written once each.
+        # Records of processes that died before writing them (SIGKILL): written once each.
         # Rows this open added to the tables; a journaled row already written is not counted.
         self.journal_recovered = 0
         if self.journal_dir.is_dir():
@@ -168,8 +181,8 @@ class Ledger:
         """Write what is queued or held, close this process's connections and (SQLite)
         checkpoint with TRUNCATE, so the ``.db`` file alone holds every row."""
         if self.pid == os.getpid():
-            if self._hits is not None:
-                self._hits.close()
+            if self._writer is not None:
+                self._writer.close()
             self._drain_held()
             for hot in list(self._hots):
                 hot.close()
@@ -201,6 +214,10 @@ class Ledger:
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
+        if self._pending:
+            found = self._pending_answer(namespace, request_hash, slot)
+            if found is not None:
+                return found
         params = {"ns": namespace, "h": request_hash, "slot": slot}
         if self._local is not None:
             hot = self._hot()
@@ -238,6 +255,12 @@ class Ledger:
         """Slot-0 answers for several requests at once (embedding items)."""
         if not hashes:
             return {}
+        pending: dict[str, Stored] = {}
+        if self._pending:
+            for h in hashes:
+                found = self._pending_answer(namespace, h, 0)
+                if found is not None:
+                    pending[h] = found
         stmt = (
             select(_ENTRY.c.request_hash, *STORED_COLUMNS)
             .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
@@ -248,12 +271,23 @@ class Ledger:
             )
         )
         with self.engine.connect() as conn:
-            return {
+            found = {
                 row[0]: Stored(
                     row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
                 )
                 for row in conn.execute(stmt)
             }
+        found.update(pending)
+        return found
+
+    def _pending_answer(self, namespace: str, request_hash: str, slot: int) -> Stored | None:
+        """An answer this process journaled and has not written yet (a copy: the caller may
+        edit what it gets)."""
+        entry = self._pending.get((namespace, request_hash, slot))
+        if entry is None:
+            return None
+        st = entry[0]
+        return dataclasses.replace(st, response=copy.deepcopy(st.response))
 
     def has_call(self, call_uuid: str) -> bool:
         with self.engine.connect() as conn:
@@ -264,37 +298,101 @@ class Ledger:
 
     # --- writes -------------------------------------------------------------
 
-    def record(self, rec: CallRecord) -> dict[int, Stored]:
+    def record(self, rec: CallRecord, *, recovering: bool = False) -> dict[int, Stored]:
         """Write one call. Returns, per answer index, the other writer's entry where a race was lost."""
         with self._transaction() as cur:
-            return self._record(cur, rec)
+            return self._record(cur, rec, recovering=recovering)
 
-    def record_later(self, rec: CallRecord) -> None:
-        """Queue a hit's audit row for the background writer (``hit_audit="background"``)."""
-        (self._hits or self._hit_writer()).put(rec)
+    def record_later(self, rec: CallRecord) -> bool:
+        """Journal one call's records for the writer thread (writebehind.py); False if they
+        cannot be journaled (an in-memory database, a journal that cannot be written, a value
+        JSON cannot hold): then the caller writes them itself (:meth:`record_or_spool`).
 
-    def _hit_writer(self) -> hitlog.HitWriter:
-        with self._hits_lock:
-            if self._hits is None:
-                self._hits = hitlog.HitWriter(
+        Its answers are visible to this process's lookups from here on."""
+        if not self.journaled:
+            return False
+        writer = self._writer or self._record_writer()
+        if rec.answers:
+            self._pend(rec)
+        try:
+            writer.put(rec)
+        except Exception as exc:  # noqa: BLE001 -- the synchronous path takes it, spool and all
+            if rec.answers:
+                self._unpend(rec)
+            log.warning(
+                "ledger.journal_append_failed",
+                db=db.describe(self.url),
+                journal=str(self.journal_dir),
+                error=str(exc)[:300],
+            )
+            return False
+        return True
+
+    def _record_writer(self) -> writebehind.RecordWriter:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = writebehind.RecordWriter(
                     self._record_batch, db.describe(self.url), directory=self.journal_dir
                 )
-            return self._hits
+            return self._writer
+
+    def _pend(self, rec: CallRecord) -> None:
+        """Make ``rec``'s cached answers visible to this process's lookups until written."""
+        with self._pending_lock:
+            for a in rec.answers:
+                if a.store is StoreMode.NONE:
+                    continue
+                u = a.usage
+                key = (a.namespace, a.request_hash, a.slot)
+                st = Stored(
+                    None,
+                    a.response,
+                    rec.created_at,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                    u.reasoning_tokens,
+                    u.total_tokens,
+                    a.cost_usd,
+                )
+                self._pending[key] = (st, a)
+
+    def _unpend(self, rec: CallRecord) -> None:
+        """``rec``'s answers are in the tables (or the spool): lookups read them there."""
+        with self._pending_lock:
+            for a in rec.answers:
+                key = (a.namespace, a.request_hash, a.slot)
+                entry = self._pending.get(key)
+                if entry is not None and entry[1] is a:  # not a newer answer for the key
+                    del self._pending[key]
 
     def flush(self) -> None:
-        """Write the hit rows still queued by :meth:`record_later` (a no-op otherwise)."""
-        if self._hits is not None:
-            self._hits.flush()
+        """Write the records still queued by :meth:`record_later` (a no-op otherwise)."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _before_read(self, conn: Any) -> None:
+        writer = self._writer
+        if writer is not None and writer.pending() and self.pid == os.getpid():
+            writer.flush()
 
     def _record_batch(self, recs: list[CallRecord]) -> None:
-        """Queued hit rows, one transaction; if refused, row by row (spooling what fails)."""
+        """Journaled records, one transaction; if refused, row by row (spooling what fails).
+
+        Each caller already has its answer: a slot another process stored first keeps that
+        process's entry, and the audit row names the answer this call gave (``recovering``).
+        """
         try:
             with self._transaction() as cur:
                 for rec in recs:
-                    self._record(cur, rec)
-        except self.errors:
+                    self._record(cur, rec, recovering=True)
+        except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
-                self.record_or_spool(rec)
+                self.record_or_spool(rec, recovering=True)
+        if self._pending:
+            for rec in recs:
+                if rec.answers:
+                    self._unpend(rec)
 
     def _journal_batch(self, records: list[dict[str, Any]]) -> None:
         """Journaled rows of a dead process, one transaction; a row already written is skipped.
@@ -302,7 +400,7 @@ class Ledger:
         If the batch is refused, each row goes the spool's way (``_recover_one``): written,
         dead-lettered, or spooled to wait for the database, so the journal segment can go.
         """
-        recs = [hitlog.from_journal(data) for data in records]
+        recs = [writebehind.from_journal(data) for data in records]
         written = 0
         try:
             with self._transaction() as cur:
@@ -320,14 +418,14 @@ class Ledger:
         else:
             self.journal_recovered += written
 
-    def record_or_spool(self, rec: CallRecord) -> dict[int, Stored]:
+    def record_or_spool(self, rec: CallRecord, *, recovering: bool = False) -> dict[int, Stored]:
         """Write one call; if that fails for any reason, spool it so the paid answer is not lost.
 
         Any exception, not only the database's: a value the ledger cannot serialise (a NaN
         in a custom client's answer) or a bug in the mapping must not drop a paid answer.
         """
         try:
-            return self.record(rec)
+            return self.record(rec, recovering=recovering)
         except Exception as exc:  # noqa: BLE001 -- see the docstring
             try:
                 spool.append(self.spool_path, rec)
@@ -453,7 +551,8 @@ class Ledger:
         winners: dict[int, Stored] = {}
         response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
-            text = canonical_json(a.response)  # serialised once: its hash and its column
+            # Serialised once: its hash and its column (journaled: fixed when journaled).
+            text = a.response_text if a.response_text is not None else canonical_json(a.response)
             st.insert_response.run(
                 cur,
                 {
@@ -488,6 +587,13 @@ class Ledger:
             elif a.store is StoreMode.REPLACE:
                 st.entry_upsert.run(cur, entry)
         response_id = rec.served_response_id
+        if response_id is None and rec.cache_status == "hit" and rec.items_total is None:
+            # Served from an answer this process had journaled, written just before (the
+            # queue is written in order): the row names the entry it was served from.
+            row = st.lookup.run(
+                cur, {"ns": rec.namespace, "h": rec.request_hash, "slot": rec.slot or 0}
+            ).fetchone()
+            response_id = None if row is None else row[0]
         if rec.primary_answer is not None:
             p = rec.primary_answer
             lost_race = p in winners and not recovering
@@ -700,6 +806,14 @@ def _close_at_exit() -> None:
             )
 
 
+def flush_all() -> None:
+    """Write what every ledger of this process has queued (``writes="journal"``), so a
+    reader on another connection, or another process, sees every call made so far."""
+    for ledger in list(_process.live_ledgers):
+        if ledger.pid == os.getpid():
+            ledger.flush()
+
+
 def close_all() -> None:
     with _process.ledgers_lock:
         for ledger in _process.ledgers.values():
@@ -707,4 +821,4 @@ def close_all() -> None:
         _process.ledgers.clear()
 
 
-__all__ = ["Ledger", "open_ledger", "close_all"]
+__all__ = ["Ledger", "open_ledger", "flush_all", "close_all"]

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Engine, false, func, select
 from sqlalchemy.engine import Connection
 
 from .models import TABLES, Base, CacheEntry, CallLog, CallTag, Request, Response
-from .repository import Ledger
+from .repository import Ledger, flush_all
 from .statements import fetch
 
 _REQ: Any = Request.__table__
@@ -35,9 +35,10 @@ _ENTRY_COLUMNS = [c for c in _ENTRY.c if c.name != "id"]
 def opened(ledger_or_location: Ledger | str) -> Iterator[Ledger]:
     """The given Ledger, or one opened (and closed afterwards) for a location."""
     if isinstance(ledger_or_location, Ledger):
-        ledger_or_location.flush()  # hit rows this process still has queued (hitlog.py)
+        ledger_or_location.flush()  # records this process still has queued (writebehind.py)
         yield ledger_or_location
         return
+    flush_all()  # what this process queued for that location is in the tables first
     ledger = Ledger(ledger_or_location)
     try:
         yield ledger
