@@ -75,7 +75,7 @@ def test_only_db_moves_and_nothing_after_a_double_dash() -> None:
 
 @pytest.mark.parametrize("command", [("costs",), ("costs", "--by", "day"), ("stats",)])
 def test_reports_never_write_nor_replay_the_spool(
-    client, api, db_path: Path, command: tuple[str, ...]
+    client, api, db_path: Path, command: tuple[str, ...], sync_writes
 ) -> None:
     """Item 9: costs and stats read through a read-only connection, like calls and sql."""
     client.send_message(msgs("one"), temperature=0)

@@ -227,9 +227,9 @@ import sys, threading
 import llm_ledger
 
 c = llm_ledger.OpenAIClient(cache_file_name=sys.argv[1])
-c.send_message([{"role": "user", "content": "first"}], temperature=0)  # the ledger exists
-c.ledger.flush()
 c.ledger._record_writer().interval = 3600  # the thread waits: only the journal has the rows
+c.send_message([{"role": "user", "content": "first"}], temperature=0)
+c.ledger.flush()  # the ledger holds the first call
 lock = threading.Lock()
 print("ready", flush=True)
 

@@ -513,7 +513,7 @@ def test_streams_round_trip_on_every_engine(api, any_db: str) -> None:
 
 
 def test_a_stream_ending_while_the_ledger_is_locked_is_spooled_then_recovered(
-    words, db_path, monkeypatch: pytest.MonkeyPatch
+    words, db_path, monkeypatch: pytest.MonkeyPatch, sync_writes
 ) -> None:
     from llm_ledger.store import db
 

@@ -61,6 +61,9 @@ def _read_only_engine(location: str) -> Engine:
 @contextlib.contextmanager
 def read_only(location: str, *, need_ledger: bool = True) -> Iterator[Connection]:
     """A connection the database holds read-only; ``need_ledger``: refuse a non-ledger."""
+    import llm_ledger
+
+    llm_ledger.flush()  # run in a process that made calls (a notebook): see every one
     engine = _read_only_engine(location)
     where = location_name(location)
     try:

@@ -1,0 +1,155 @@
+"""writes="journal" (the default): a call's records are journaled, then written behind it.
+
+SIGKILL and recovery: tests/test_journal.py. Here: what a caller in the same process sees,
+and what happens when the writer or the journal fails.
+"""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import llm_ledger
+from llm_ledger import config
+from llm_ledger.store import db, spool
+
+from .conftest import msgs
+from .test_secrets import logs  # noqa: F401 -- a fixture
+
+
+def _table(path: Path, sql: str) -> list[tuple]:
+    """Read on a connection of the test's own, without flushing anything first."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def slow_writer(client: llm_ledger.OpenAIClient) -> llm_ledger.OpenAIClient:
+    """The client, its writer thread asleep: only flush() writes."""
+    client.ledger._record_writer().interval = 3600
+    return client
+
+
+def test_a_call_returns_before_its_rows_are_written_and_flush_writes_them(
+    slow_writer, api, db_path
+) -> None:
+    c = slow_writer
+    assert c.send_message(msgs("q"), temperature=0)["content"] == "answer 1 to: q"
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(0,)]
+    # This process's lookups see the answer still queued: a hit, no API call.
+    assert c.send_message(msgs("q"), temperature=0)["content"] == "answer 1 to: q"
+    assert api.chat_count == 1
+    assert c.ledger._writer.pending() == 2
+    llm_ledger.flush()
+    got = _table(db_path, "SELECT cache_status, response_id FROM call_log ORDER BY id")
+    # The hit names the entry it was served from, written just before it.
+    assert got == [("miss", 1), ("hit", 1)]
+    assert _table(db_path, "SELECT count(*) FROM cache_entries") == [(1,)]
+    assert c.ledger._writer.pending() == 0 and c.ledger._pending == {}
+
+
+def test_a_read_through_the_ledgers_engine_writes_the_queue_first(slow_writer, api) -> None:
+    from sqlalchemy import text
+
+    slow_writer.send_message(msgs("q"), temperature=0)
+    with slow_writer.ledger.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM call_log")).scalar() == 1
+
+
+def test_the_stored_answer_is_what_the_call_returned_even_if_the_caller_edits_it(
+    db_path,
+) -> None:
+    class Canned(llm_ledger.OpenAIClient):
+        def _raw_model_call(self, model, chat_api_params):
+            return {
+                "id": "x",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "canned"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+
+    c = Canned(cache_file_name=str(db_path))
+    c.ledger._record_writer().interval = 3600
+    answer = c.send_message(msgs(), temperature=0)
+    answer["content"] = "edited by the caller"  # before the writer stored it
+    again = c.send_message(msgs(), temperature=0)  # a hit on the queued answer
+    again["content"] = "edited again"
+    llm_ledger.flush()
+    [(stored,)] = _table(db_path, "SELECT response FROM responses")
+    assert json.loads(stored)["choices"][0]["message"]["content"] == "canned"
+    assert c.send_message(msgs(), temperature=0)["content"] == "canned"
+
+
+def test_a_batch_the_database_refuses_is_spooled_and_recovered(
+    slow_writer, api, db_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    c = slow_writer
+    c.send_message(msgs("first"), temperature=0)
+    llm_ledger.flush()
+    lock = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        assert c.send_message(msgs("paid"), temperature=0)["content"] == "answer 1 to: paid"
+        c.ledger.flush()  # refused as a batch, then row by row: spooled
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    records, bad = spool.read(c.ledger.spool_path)
+    assert bad == 0
+    assert [r.answers[0].response["choices"][0]["message"]["content"] for r in records] == [
+        "answer 1 to: paid"
+    ]
+    assert c.ledger.recover()["written"] == 1
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(2,)]
+    assert c.send_message(msgs("paid"), temperature=0)["content"] == "answer 1 to: paid"
+    assert api.chat_count == 2
+
+
+def test_a_journal_that_cannot_be_written_sends_the_call_down_the_sync_path(
+    client,
+    api,
+    db_path,
+    logs,  # noqa: F811 -- the fixture
+) -> None:
+    client.ledger.journal_dir.write_text("a file where the journal's directory goes")
+    assert client.send_message(msgs("q"), temperature=0)["content"] == "answer 1 to: q"
+    # Committed before it returned: no flush needed.
+    assert _table(db_path, "SELECT cache_status FROM call_log") == [("miss",)]
+    assert [e["event"] for e in logs if e["event"].startswith("ledger.journal")] == [
+        "ledger.journal_append_failed"
+    ]
+
+
+def test_writes_sync_commits_before_the_call_returns(client, api, db_path) -> None:
+    config.set_default("writes", "sync")
+    client.send_message(msgs("q"), temperature=0)
+    client.send_message(msgs("q"), temperature=0)
+    assert _table(db_path, "SELECT cache_status FROM call_log ORDER BY id") == [
+        ("miss",),
+        ("hit",),
+    ]
+    assert client.ledger._writer is None
+
+
+def test_an_in_memory_ledger_is_never_journaled(api) -> None:
+    c = llm_ledger.OpenAIClient(cache_file_name="sqlite://")
+    c.send_message(msgs("q"), temperature=0)
+    assert c.ledger.journaled is False and c.ledger._writer is None
+
+
+def test_writes_must_be_journal_or_sync() -> None:
+    with pytest.raises(
+        llm_ledger.ConfigError, match="writes='later': must be one of journal, sync"
+    ):
+        config.set_default("writes", "later")
