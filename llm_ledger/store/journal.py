@@ -156,7 +156,9 @@ class Journal(Debounced):
             self._serial += 1
             # Zero-padded: recover() writes a process's segments in name order = append order.
             name = f"{os.getpid()}-{self._token}-{self._serial:08d}.jsonl"
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # another close may rmdir it
+            self.directory.mkdir(
+                mode=0o700, parents=True, exist_ok=True
+            )  # another close may rmdir it
             self._segments.append(_Segment(self.directory / name))
         return self._segments[-1]
 

@@ -258,9 +258,9 @@ class Ledger:
         pending: dict[str, Stored] = {}
         if self._pending:
             for h in hashes:
-                found = self._pending_answer(namespace, h, 0)
-                if found is not None:
-                    pending[h] = found
+                queued = self._pending_answer(namespace, h, 0)
+                if queued is not None:
+                    pending[h] = queued
         stmt = (
             select(_ENTRY.c.request_hash, *STORED_COLUMNS)
             .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
