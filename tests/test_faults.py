@@ -330,11 +330,14 @@ def test_sigkill_mid_write_leaves_a_consistent_ledger(api, db_path) -> None:
             env=env,
             text=True,
         )
-        assert child.stdout is not None
-        assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
-        time.sleep(rng.uniform(0.0, 0.4))  # a random moment among many writes
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
+        try:
+            assert child.stdout is not None
+            ready = child.stdout.readline()
+            assert ready == "ready\n", child.stderr.read() if child.stderr else ""
+            time.sleep(rng.uniform(0.0, 0.4))  # a random moment among many writes
+        finally:  # never leave a --forever child behind, whatever failed above
+            child.send_signal(signal.SIGKILL)
+            child.communicate()
         assert child.returncode == -signal.SIGKILL
 
         # The next open writes what the killed child had journaled (writes="journal").
