@@ -65,9 +65,6 @@ class RecordWriter(Journal):
         self.append_line(journal_line(record), record)
 
 
-_FIELDS = tuple(
-    f.name for f in dataclasses.fields(CallRecord) if f.name not in ("request_text", "answers")
-)
 _ANSWER_FIELDS = tuple(
     f.name for f in dataclasses.fields(Answer) if f.name not in ("response", "response_text")
 )
@@ -82,9 +79,16 @@ def journal_line(rec: CallRecord) -> str:
     the dict. Dates, decimals and usage are written the way :meth:`CallRecord.from_json`
     reads them.
     """
-    data = {name: getattr(rec, name) for name in _FIELDS}
+    data = rec.__dict__.copy()  # the fields in their order; converted here, not by a hook
+    del data["request_text"], data["answers"]
     if rec.request_text is not None:
         del data["request"]
+    data["created_at"] = {"$dt": rec.created_at.isoformat()}
+    data["usage"] = rec.usage.__dict__
+    if rec.cost_usd is not None:
+        data["cost_usd"] = {"$dec": str(rec.cost_usd)}
+    if rec.saved_usd is not None:
+        data["saved_usd"] = {"$dec": str(rec.saved_usd)}
     line = _encode(data)[:-1]
     if rec.request_text is not None:
         line += ',"request":' + rec.request_text
