@@ -107,7 +107,7 @@ def test_the_background_thread_writes_without_a_flush(tmp_path: Path, table: Tab
 
 def test_pending_records_are_found_by_key_until_written(tmp_path: Path, table: Table) -> None:
     j = journal.Journal(
-        tmp_path / "j", table.write_batch, key_of=lambda r: r["call_uuid"], interval=60
+        tmp_path / "j", table.write_batch, entries_of=lambda r: [(r["call_uuid"], r)], interval=60
     )
     j.append(record(3))
     assert j.find("u00003") == record(3)

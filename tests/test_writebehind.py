@@ -49,7 +49,7 @@ def test_a_call_returns_before_its_rows_are_written_and_flush_writes_them(
     # The hit names the entry it was served from, written just before it.
     assert got == [("miss", 1), ("hit", 1)]
     assert _table(db_path, "SELECT count(*) FROM cache_entries") == [(1,)]
-    assert c.ledger._writer.pending() == 0 and c.ledger._pending == {}
+    assert c.ledger._writer.pending() == 0 and c.ledger._writer._pending == {}
 
 
 def test_a_read_through_the_ledgers_engine_writes_the_queue_first(slow_writer, api) -> None:

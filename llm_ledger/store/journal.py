@@ -15,11 +15,12 @@ Layout: one directory per ledger; each process appends to its own segment files
 can tell a live journal from a dead one. A segment is truncated once everything in it
 is written, or deleted once a newer one took over; ``recover`` writes the complete
 lines of dead processes' segments and deletes them (at the next open, by whichever
-process opens the ledger first). Records still pending in this process can be found
-by ``find(key)``, so a lookup sees an answer that is not in the tables yet.
+process opens the ledger first). What a record still pending in this process publishes
+(``entries_of``: (key, value) pairs, e.g. its answers by cache key) is found by
+``find(key)``, so a lookup sees an answer that is not in the tables yet.
 
 The hook is narrow on purpose: records are JSON-able dicts, ``write_batch`` and
-``key_of`` are given by the repository. Nothing here knows the schema.
+``entries_of`` are given by the repository. Nothing here knows the schema.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import secrets
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class Journal(Debounced):
         directory: Path,
         write_batch: Callable[[list[Any]], None],
         *,
-        key_of: Callable[[Record], Any] | None = None,
+        entries_of: Callable[[Any], Iterable[tuple[Any, Any]]] | None = None,
         interval: float = DEFAULT_INTERVAL_S,
         segment_bytes: int = SEGMENT_BYTES,
         max_pending: int = MAX_PENDING,
@@ -91,14 +92,14 @@ class Journal(Debounced):
         self.directory = directory
         self.max_pending = max_pending
         self._write_batch = write_batch
-        self._key_of = key_of
+        self._entries_of = entries_of
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()  # appends, and the writer's bookkeeping
         self._flush_lock = threading.Lock()  # one writer at a time
         self._flushing: int | None = None  # the thread writing a batch now
-        # (segment, what write_batch gets, the record's key_of or None)
-        self._queue: collections.deque[tuple[_Segment, Any, Any]] = collections.deque()
-        self._pending: dict[Any, Record] = {}  # key -> latest record appended with it
+        # (segment, what write_batch gets, the keys entries_of gave it)
+        self._queue: collections.deque[tuple[_Segment, Any, tuple[Any, ...]]] = collections.deque()
+        self._pending: dict[Any, Any] = {}  # key -> latest value appended with it
         self._outstanding: collections.Counter[Any] = collections.Counter()
         self._segments: list[_Segment] = []
         self._serial = 0
@@ -115,10 +116,13 @@ class Journal(Debounced):
         writer need not parse it back), else ``record``; ``recover`` always gets records.
         """
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-        self.append_line(line, record if item is None else item, record)
+        self.append_line(line, record if item is None else item)
 
-    def append_line(self, line: str, item: Any, record: Record | None = None) -> None:
-        """``append`` for a caller that serialised the record itself (one JSON object)."""
+    def append_line(self, line: str, item: Any) -> None:
+        """``append`` for a caller that serialised the record itself (one JSON object).
+
+        What ``entries_of(item)`` gives, (key, value) pairs, is what :meth:`find` answers
+        until ``item`` is written (the latest value appended under a key)."""
         self._forked()  # a forked child: its own segments from here (see _after_fork)
         data = (line + "\n").encode()
         if len(self._queue) >= self.max_pending:
@@ -137,15 +141,18 @@ class Journal(Debounced):
                 raise
             segment.size += len(data)
             segment.appended += 1
-            key = None if self._key_of is None or record is None else self._key_of(record)
-            self._queue.append((segment, item, key))
-            if key is not None and record is not None:
-                self._pending[key] = record
-                self._outstanding[key] += 1
+            keys: tuple[Any, ...] = ()
+            if self._entries_of is not None:
+                entries = tuple(self._entries_of(item))
+                for key, value in entries:
+                    self._pending[key] = value
+                    self._outstanding[key] += 1
+                keys = tuple(key for key, _ in entries)
+            self._queue.append((segment, item, keys))
         self.poke()
 
-    def find(self, key: Any) -> Record | None:
-        """A record appended in this process and not written yet, by ``key_of``."""
+    def find(self, key: Any) -> Any:
+        """What ``entries_of`` gave for ``key`` in this process, not written yet (else None)."""
         return self._pending.get(key)
 
     def pending(self) -> int:
@@ -178,7 +185,7 @@ class Journal(Debounced):
     def _flush(self) -> None:
         """Under ``_flush_lock``: write batches until the queue is empty."""
         while self._queue:
-            batch: list[tuple[_Segment, Any, Any]] = []
+            batch: list[tuple[_Segment, Any, tuple[Any, ...]]] = []
             while self._queue and len(batch) < BATCH:
                 batch.append(self._queue.popleft())
             try:
@@ -188,9 +195,9 @@ class Journal(Debounced):
                 raise
             self.written += len(batch)
             with self._lock:
-                for segment, _, key in batch:
+                for segment, _, keys in batch:
                     segment.written += 1
-                    if key is not None:
+                    for key in keys:
                         self._outstanding[key] -= 1
                         if not self._outstanding[key]:
                             del self._outstanding[key], self._pending[key]

@@ -138,10 +138,6 @@ class Ledger:
         self.journaled = path is not None or self.dialect != "sqlite"
         self._writer: writebehind.RecordWriter | None = None
         self._writer_lock = threading.Lock()
-        # Answers journaled by this process and not written yet, by (namespace, hash, slot):
-        # what a lookup here must see. Value: (what the lookup returns, the Answer).
-        self._pending: dict[tuple[str, str, int], tuple[Stored, Any]] = {}
-        self._pending_lock = threading.Lock()
         # A read through this engine (reports, exports, a user's ``engine.connect()``) sees
         # every call of this process: what is queued is written first. The hot path and the
         # writer use raw connections, which do not fire this.
@@ -214,8 +210,9 @@ class Ledger:
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
-        if self._pending:
-            found = self._pending_answer(namespace, request_hash, slot)
+        writer = self._writer
+        if writer is not None:
+            found = _pending_answer(writer, (namespace, request_hash, slot))
             if found is not None:
                 return found
         params = {"ns": namespace, "h": request_hash, "slot": slot}
@@ -256,9 +253,10 @@ class Ledger:
         if not hashes:
             return {}
         pending: dict[str, Stored] = {}
-        if self._pending:
+        writer = self._writer
+        if writer is not None:
             for h in hashes:
-                queued = self._pending_answer(namespace, h, 0)
+                queued = _pending_answer(writer, (namespace, h, 0))
                 if queued is not None:
                     pending[h] = queued
         stmt = (
@@ -279,15 +277,6 @@ class Ledger:
             }
         found.update(pending)
         return found
-
-    def _pending_answer(self, namespace: str, request_hash: str, slot: int) -> Stored | None:
-        """An answer this process journaled and has not written yet (a copy: the caller may
-        edit what it gets)."""
-        entry = self._pending.get((namespace, request_hash, slot))
-        if entry is None:
-            return None
-        st = entry[0]
-        return dataclasses.replace(st, response=copy.deepcopy(st.response))
 
     def has_call(self, call_uuid: str) -> bool:
         with self.engine.connect() as conn:
@@ -312,13 +301,9 @@ class Ledger:
         if not self.journaled:
             return False
         writer = self._writer or self._record_writer()
-        if rec.answers:
-            self._pend(rec)
         try:
             writer.put(rec)
         except Exception as exc:  # noqa: BLE001 -- the synchronous path takes it, spool and all
-            if rec.answers:
-                self._unpend(rec)
             log.warning(
                 "ledger.journal_append_failed",
                 db=db.describe(self.url),
@@ -335,36 +320,6 @@ class Ledger:
                     self._record_batch, db.describe(self.url), directory=self.journal_dir
                 )
             return self._writer
-
-    def _pend(self, rec: CallRecord) -> None:
-        """Make ``rec``'s cached answers visible to this process's lookups until written."""
-        with self._pending_lock:
-            for a in rec.answers:
-                if a.store is StoreMode.NONE:
-                    continue
-                u = a.usage
-                key = (a.namespace, a.request_hash, a.slot)
-                st = Stored(
-                    None,
-                    a.response,
-                    rec.created_at,
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_tokens,
-                    u.reasoning_tokens,
-                    u.total_tokens,
-                    a.cost_usd,
-                )
-                self._pending[key] = (st, a)
-
-    def _unpend(self, rec: CallRecord) -> None:
-        """``rec``'s answers are in the tables (or the spool): lookups read them there."""
-        with self._pending_lock:
-            for a in rec.answers:
-                key = (a.namespace, a.request_hash, a.slot)
-                entry = self._pending.get(key)
-                if entry is not None and entry[1] is a:  # not a newer answer for the key
-                    del self._pending[key]
 
     def flush(self) -> None:
         """Write the records still queued by :meth:`record_later` (a no-op otherwise)."""
@@ -389,10 +344,6 @@ class Ledger:
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
-        if self._pending:
-            for rec in recs:
-                if rec.answers:
-                    self._unpend(rec)
 
     def _journal_batch(self, records: list[dict[str, Any]]) -> None:
         """Journaled rows of a dead process, one transaction; a row already written is skipped.
@@ -749,6 +700,13 @@ class Ledger:
         if isinstance(getattr(exc, "orig", exc), (dbapi.DataError, dbapi.IntegrityError)):
             return True
         return not isinstance(exc, self.errors)
+
+
+def _pending_answer(writer: writebehind.RecordWriter, key: tuple[str, str, int]) -> Stored | None:
+    """An answer this process journaled and has not written yet (a copy: the caller may
+    edit what it gets). See :func:`writebehind.cached_answers`."""
+    st: Stored | None = writer.find(key)
+    return None if st is None else dataclasses.replace(st, response=copy.deepcopy(st.response))
 
 
 class _Hot:

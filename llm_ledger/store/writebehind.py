@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..keys import canonical_json
-from ..records import Answer, CallRecord
+from ..policy import StoreMode
+from ..records import Answer, CallRecord, Stored
 from .journal import Journal
 
 DEFAULT_INTERVAL_S = 0.02
@@ -56,6 +57,7 @@ class RecordWriter(Journal):
             interval=interval,
             max_pending=max_pending,
             name=f"llm-ledger-writer:{name}",
+            entries_of=cached_answers,
         )
         self.db = name
 
@@ -63,6 +65,29 @@ class RecordWriter(Journal):
         """Journal a :class:`CallRecord`, then queue it (raises if it cannot be journaled:
         ``ValueError`` for a value JSON cannot hold, ``OSError`` for the file)."""
         self.append_line(journal_line(record), record)
+
+
+def cached_answers(rec: CallRecord) -> Iterator[tuple[tuple[str, str, int], Stored]]:
+    """What a journaled record adds to the cache, by (namespace, request hash, slot): the
+    answers a lookup in this process must see until the record is written. Their
+    ``response_id`` is None (not written yet); a hit on one names its entry once written."""
+    for a in rec.answers:
+        if a.store is not StoreMode.NONE:
+            u = a.usage
+            yield (
+                (a.namespace, a.request_hash, a.slot),
+                Stored(
+                    None,
+                    a.response,
+                    rec.created_at,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                    u.reasoning_tokens,
+                    u.total_tokens,
+                    a.cost_usd,
+                ),
+            )
 
 
 _ANSWER_FIELDS = tuple(
