@@ -80,12 +80,16 @@ class CanonicalRequest:
         return message_text(self.body["messages"][-1])
 
 
+# One encoder, made once: ``json.dumps`` with options builds a new one per call (~4 µs).
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
 def canonical_json(obj: Any) -> str:
     """Compact, sorted, NaN-free JSON: the one serialisation used for hashing and storage."""
     try:
-        return json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _canonical(obj)
     except ValueError as exc:
         raise InvalidInputError(
             f"request cannot be stored as JSON ({exc}); replace NaN/inf floats with numbers or strings"
@@ -277,8 +281,14 @@ def _params(raw: dict[str, Any], allowed: dict[str, tuple[type, ...]]) -> dict[s
 
 def _build(kind: str, model: str, payload: dict[str, Any]) -> CanonicalRequest:
     body = {"kind": kind, "model": model, **payload}
-    _check_depth(body, "the request")
-    text = canonical_json(body)
+    try:
+        text = canonical_json(body)
+    except (RecursionError, ValueError, TypeError):  # too deep says so first, as before
+        _check_depth(body, "the request")
+        raise
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+        # Only then can it nest too deep (each level opens one): walk it (~10 µs).
+        _check_depth(body, "the request")
     data = _check_utf8("the request", text, body)
     # The body is stored with the same serialisation, so it is exactly what was hashed.
     return CanonicalRequest(kind, model, body, text, hashlib.sha256(data).hexdigest())

@@ -380,3 +380,19 @@ def test_bad_embedding_input_is_refused_before_anything_is_sent(
     assert str(info.value) == message
     assert api.request_count == 0
     assert ledger_rows(db_path) == dict.fromkeys(TABLES, 0)
+
+
+def test_depth_limit_is_exact_whatever_the_brackets_in_strings() -> None:
+    """The depth walk runs only when the JSON text has more than 31 brackets: a request at
+    exactly 31 levels passes, 32 is refused, and brackets inside strings change nothing."""
+    from llm_ledger.keys import chat_request
+
+    # request { messages [ message { content [ part { data <- nested(d) -> 5 + d levels
+    chat_request(deep_content(26), "gpt-4o", {})
+    with pytest.raises(InvalidInputError, match=re.escape(DEEP)):
+        chat_request(deep_content(27), "gpt-4o", {})
+    brackets = [{"role": "user", "content": "[{" * 500}] * 20
+    assert (
+        chat_request(brackets, "gpt-4o", {}).request_hash
+        == chat_request(brackets, "gpt-4o", {}).request_hash
+    )
