@@ -12,7 +12,7 @@ import pytest
 import llm_ledger
 from llm_ledger import config, reports
 from llm_ledger.errors import ConfigError
-from llm_ledger.store import repository
+from llm_ledger.store import repository, statements
 
 from .conftest import msgs, wait_for
 
@@ -80,25 +80,25 @@ def test_reports_and_close_write_the_queue_first(client, api, db_path, backgroun
 
 
 def test_a_refused_batch_is_written_row_by_row_and_the_rest_spooled(
-    client, api, db_path, background, tmp_path
+    client, api, db_path, background, tmp_path, monkeypatch
 ) -> None:
     client.send_message(msgs("q"), temperature=0)
     ledger = client.ledger
-    real = ledger._record
+    real = statements.CallInsert.record_params
     calls = {"n": 0}
 
-    def flaky(cur, rec, **kw):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
+    def flaky(self, rec, response_id):  # type: ignore[no-untyped-def]
+        calls["n"] += 1  # one per audit row made, in the batch or alone
         if calls["n"] in (2, 4):  # the batch's second row, then the same row alone
             raise sqlite3.OperationalError("disk I/O error")
-        return real(cur, rec, **kw)
+        return real(self, rec, response_id)
 
-    ledger._record = flaky
+    monkeypatch.setattr(statements.CallInsert, "record_params", flaky)
     ledger._record_writer().interval = 3600
     for _ in range(3):
         client.send_message(msgs("q"), temperature=0)
     ledger.flush()
-    ledger._record = real
+    monkeypatch.undo()
     # Three hits: the batch failed, then rows 1 and 3 went in alone and row 2 was spooled.
     assert [r[0] for r in _calls(db_path)] == ["miss", "hit", "hit"]
     assert ledger.spool_path.exists()

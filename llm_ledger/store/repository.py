@@ -337,10 +337,20 @@ class Ledger:
         Each caller already has its answer: a slot another process stored first keeps that
         process's entry, and the audit row names the answer this call gave (``recovering``).
         """
+        insert = self._sql.insert_call
         try:
             with self._transaction() as cur:
+                hits: list[Any] = []  # consecutive plain hit rows: one executemany, in order
                 for rec in recs:
+                    if rec.served_response_id is not None and not rec.answers and not rec.tags:
+                        hits.append(insert.record_params(rec, rec.served_response_id))
+                        continue
+                    if hits:
+                        cur.executemany(insert.sql, hits)
+                        hits = []
                     self._record(cur, rec, recovering=True)
+                if hits:
+                    cur.executemany(insert.sql, hits)
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
