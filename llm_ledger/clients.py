@@ -107,6 +107,8 @@ class OpenAIClient:
     def client(self) -> Any:
         if self._client is None:
             self._client = self._make_sdk_client()
+            # The first request goes out next: the price table loads while it is answered.
+            pricing.load_in_background()
         return self._client
 
     @client.setter

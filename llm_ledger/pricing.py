@@ -128,6 +128,35 @@ def _bundled_snapshot() -> DataSnapshot:
     return DataSnapshot(providers=providers, from_auto_update=False)
 
 
+_warm_lock = threading.Lock()
+_warming: dict[int, threading.Thread] = {}  # by pid: a forked child loads its own
+
+
+def load_in_background(model: str | None = None, config: PricingConfig | None = None) -> None:
+    """Start loading genai-prices' table on a daemon thread, if it is not loaded (and
+    ``model``, if given, is not custom-priced): called as a call goes out, so the ~130 ms
+    load overlaps the wait for the API's answer instead of following it. The thread ends
+    once it is loaded; once per process."""
+    if _bundled_snapshot.cache_info().currsize or os.getpid() in _warming:
+        return
+    if model is not None and config is not None:
+        if any(name in config.custom_prices for name in _candidate_names(model, config)):
+            return
+    with _warm_lock:
+        if os.getpid() in _warming:
+            return
+        thread = threading.Thread(target=_load_quietly, name="llm-ledger-prices", daemon=True)
+        _warming[os.getpid()] = thread
+        thread.start()
+
+
+def _load_quietly() -> None:
+    try:
+        _bundled_snapshot()
+    except Exception:  # noqa: BLE001 -- the call's own pricing will load it and report
+        pass
+
+
 @functools.lru_cache(maxsize=4096)
 def _find_model(name: str) -> tuple[Any, Any] | None:
     """genai-prices' model matching, once per name: it costs more than the price itself."""

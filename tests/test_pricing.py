@@ -303,3 +303,55 @@ def test_import_and_use_start_no_updater_thread_and_no_network() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "ok"  # structlog may print above
+
+
+def test_the_price_table_loads_behind_the_first_call_and_the_thread_ends() -> None:
+    """A call going out starts the table's load on a thread (once), so it overlaps the
+    wait for the answer; a custom-priced model never loads it; the thread does not stay."""
+    code = textwrap.dedent(
+        """
+        import threading
+        from llm_ledger import pricing
+
+        loaded = pricing._bundled_snapshot.cache_info
+        custom = pricing.PricingConfig(custom_prices={"mine": pricing.CustomPrice(1, 2)})
+        pricing.load_in_background("mine", custom)
+        assert threading.active_count() == 1 and loaded().currsize == 0
+        pricing.load_in_background("gpt-4o-mini", pricing.PricingConfig())
+        pricing.load_in_background("gpt-4o-mini", pricing.PricingConfig())  # no second thread
+        (thread,) = [t for t in threading.enumerate() if t.name == "llm-ledger-prices"]
+        assert thread.daemon
+        thread.join(30)
+        assert threading.active_count() == 1 and loaded().currsize == 1
+        pricing.load_in_background("gpt-4o", pricing.PricingConfig())  # loaded: nothing
+        assert threading.active_count() == 1
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_client_starts_the_load_as_its_first_request_goes_out(tmp_path) -> None:
+    """The seed client starts it once its SDK client exists (the request goes out next),
+    not at import or construction."""
+    code = textwrap.dedent(
+        f"""
+        import os, threading
+        from llm_ledger.testing import FakeOpenAIServer
+        with FakeOpenAIServer() as server:
+            os.environ["OPENAI_API_KEY"] = "sk-test"
+            os.environ["OPENAI_BASE_URL"] = server.url
+            from llm_ledger import OpenAIClient, pricing
+            c = OpenAIClient(cache_file_name={str(tmp_path / "l.db")!r})
+            assert not pricing._warming and threading.active_count() == 2  # the server's
+            c.send_message([{{"role": "user", "content": "q"}}], temperature=0)
+            assert list(pricing._warming) == [os.getpid()], pricing._warming
+            pricing._warming[os.getpid()].join(30)
+            assert pricing._bundled_snapshot.cache_info().currsize == 1
+            c.close() if hasattr(c, "close") else None
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1:] == ["ok"], done.stderr
