@@ -132,6 +132,13 @@ class Ledger:
         path = db.sqlite_path(self.url)
         self._local: threading.local | None = None if path is None else threading.local()
         self._hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
+        # PostgreSQL: up to PG_LOOKUP_CONNECTIONS threads get a connection of their own for
+        # lookups, in autocommit (one round trip, no pool checkout, no autocommit switching).
+        self._reads: threading.local | None = (
+            threading.local() if self.dialect == "postgresql" else None
+        )
+        self._read_hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
+        self._read_hots_lock = threading.Lock()
         self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
         # Records written behind the call (writebehind.py): the default but for an
         # in-memory SQLite database, which dies with the process anyway.
@@ -207,6 +214,33 @@ class Ledger:
             _process.hot_connections.add(hot)
         return hot
 
+    def _read_hot(self) -> _Hot | None:
+        """PostgreSQL: this thread's own autocommit connection for lookups, opened on first
+        use; None once PG_LOOKUP_CONNECTIONS threads have one (the pool serves the rest).
+        Closed when the thread's locals go, or with the ledger."""
+        local = self._reads
+        hot = getattr(local, "hot", None)
+        if hot is not None and hot.pid == os.getpid():
+            return hot  # type: ignore[no-any-return]
+        with self._read_hots_lock:
+            if len(self._read_hots) >= PG_LOOKUP_CONNECTIONS:
+                return None
+            fairy = self.engine.raw_connection()  # the engine's connect-time settings apply
+            conn: Any = fairy.driver_connection
+            fairy.detach()
+            conn.autocommit = True
+            hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
+            self._read_hots.add(hot)
+            self._hots.add(hot)
+            _process.hot_connections.add(hot)
+        return hot
+
+    def _drop_read_hot(self, hot: _Hot) -> None:
+        """A lookup connection that failed: closed; the thread opens another next time."""
+        hot.close()
+        self._reads.hot = None  # type: ignore[union-attr]
+        self._read_hots.discard(hot)
+
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:
@@ -225,6 +259,24 @@ class Ledger:
                 finally:
                     cur.close()
             return stored(row) if row is not None else None
+        if self._reads is not None:
+            read = self._read_hot()
+            if read is not None:
+                try:
+                    with read.lock:
+                        cur = read.conn.cursor()
+                        try:
+                            row = self._sql.lookup.run(cur, params).fetchone()
+                        finally:
+                            cur.close()
+                    return stored(row) if row is not None else None
+                except self.errors as exc:  # a dropped connection: once more, from the pool
+                    self._drop_read_hot(read)
+                    log.warning(
+                        "ledger.lookup_connection_lost",
+                        db=db.describe(self.url),
+                        error=str(exc)[:300],
+                    )
         conn = self.engine.raw_connection()
         try:
             if self.dialect == "postgresql":
@@ -750,6 +802,7 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
         return ledger
 
 
+PG_LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
 
