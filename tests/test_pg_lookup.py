@@ -139,3 +139,36 @@ def test_a_lost_lookup_connection_is_replaced_and_the_hit_still_served(
     (again,) = ledger._read_hots
     assert again is not hot and again.conn.info.backend_pid != pid
     assert api.chat_count == 1
+
+
+def test_a_forked_child_looks_up_on_its_own_connection_and_the_parent_keeps_its_own(
+    pg_url: str, api: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a cap of 1, held by the parent: the parent's connection does not count in the child."""
+    monkeypatch.setattr(repository, "PG_LOOKUP_CONNECTIONS", 1)
+    client, ns, h = _one_answer(pg_url)
+    ledger = client.ledger
+    assert ledger.lookup(ns, h) is not None
+    (hot,) = ledger._read_hots
+    parent_backend = hot.conn.info.backend_pid
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: the same Ledger object, its own connection
+        code = 1
+        try:
+            ok = ledger.lookup(ns, h) is not None
+            mine = [x for x in ledger._read_hots if x.pid == os.getpid()]
+            code = (
+                0
+                if ok and len(mine) == 1 and mine[0].conn.info.backend_pid != parent_backend
+                else 3
+            )
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    assert os.read(read, 1) == b"\x00" and os.waitstatus_to_exitcode(status) == 0
+    os.close(read)
+    assert ledger.lookup(ns, h) is not None  # the parent's connection was not disturbed
+    assert hot.conn.info.backend_pid == parent_backend and set(ledger._read_hots) == {hot}

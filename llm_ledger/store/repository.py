@@ -222,8 +222,10 @@ class Ledger:
         hot = getattr(local, "hot", None)
         if hot is not None and hot.pid == os.getpid():
             return hot  # type: ignore[no-any-return]
+        pid = os.getpid()
         with self._read_hots_lock:
-            if len(self._read_hots) >= PG_LOOKUP_CONNECTIONS:
+            # Open ones of this process: not a forked parent's (kept, unused), not closed ones.
+            if sum(h.pid == pid for h in self._read_hots) >= PG_LOOKUP_CONNECTIONS:
                 return None
             fairy = self.engine.raw_connection()  # the engine's connect-time settings apply
             conn: Any = fairy.driver_connection
