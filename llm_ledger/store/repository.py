@@ -230,7 +230,11 @@ class Ledger:
             fairy = self.engine.raw_connection()  # the engine's connect-time settings apply
             conn: Any = fairy.driver_connection
             fairy.detach()
-            conn.autocommit = True
+            try:
+                conn.autocommit = True
+            except BaseException:
+                conn.close()
+                raise
             hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
             self._read_hots.add(hot)
             self._hots.add(hot)
@@ -274,7 +278,8 @@ class Ledger:
                     return stored(row) if row is not None else None
                 except self.errors as exc:  # a dropped connection: once more, from the pool
                     self._drop_read_hot(read)
-                    log.warning(
+                    # Debug only: if the pool fails too, the pipeline logs ledger.read_failed.
+                    log.debug(
                         "ledger.lookup_connection_lost",
                         db=db.describe(self.url),
                         error=str(exc)[:300],
