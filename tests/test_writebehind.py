@@ -153,3 +153,41 @@ def test_writes_must_be_journal_or_sync() -> None:
         llm_ledger.ConfigError, match="writes='later': must be one of journal, sync"
     ):
         config.set_default("writes", "later")
+
+
+def test_a_batch_writes_its_answers_in_one_statement_and_each_is_searchable(
+    slow_writer, api, db_path
+) -> None:
+    """FTS5 writes its pending index at every statement that changes it: one INSERT per
+    answer flushed one index segment per answer. A batch now writes its answers in one
+    statement, with the ids the database would have given one by one."""
+    c = slow_writer
+    words = ["alpha", "bravo", "charlie", "delta", "echo"]
+    # First: its lookup reads through the engine, which would write the queue before it.
+    c.get_embedding(["one", "two", "three"])  # three answers in one call
+    for w in words:
+        c.send_message(msgs(f"tell me about {w}"), temperature=0)
+    c.send_message(msgs("tell me about alpha"), temperature=0)  # a hit on a queued answer
+    conn = sqlite3.connect(db_path)
+    # No merging, so each flush of the index stays a segment of its own to count.
+    conn.execute("INSERT INTO answer_search(answer_search, rank) VALUES ('automerge', 0)")
+    conn.commit()
+    llm_ledger.flush()
+    # %_data rowids: (segment id << 37) + ...; 1 and 10 are the structure and averages.
+    segments = "SELECT count(DISTINCT id >> 37) FROM answer_search_data WHERE id > 10"
+    assert conn.execute(segments).fetchall() == [(1,)]  # one statement, one flush
+    calls = _table(db_path, "SELECT cache_status, response_id FROM call_log ORDER BY id")
+    assert calls == [("miss", None), ("miss", 4), ("miss", 5), ("miss", 6), ("miss", 7),
+                     ("miss", 8), ("hit", 4)]  # fmt: skip
+    assert _table(db_path, "SELECT id FROM responses ORDER BY id") == [(i,) for i in range(1, 9)]
+    entries = _table(db_path, "SELECT response_id FROM cache_entries ORDER BY response_id")
+    assert entries == [(i,) for i in range(1, 9)]
+    try:
+        conn.execute("INSERT INTO answer_search(answer_search) VALUES ('integrity-check')")
+        for i, w in enumerate(words, start=4):
+            found = conn.execute(
+                "SELECT rowid FROM answer_search WHERE answer_search MATCH ?", (w,)
+            ).fetchall()
+            assert found == [(i,)], w
+    finally:
+        conn.close()

@@ -33,7 +33,7 @@ from ..keys import canonical_json, hash_json
 from ..log import logger
 from ..policy import StoreMode
 from ..process import state as _process
-from ..records import CallRecord, Stored
+from ..records import Answer, CallRecord, Stored
 from . import checkpoint, db, journal, spool, writebehind
 from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .statements import CallInsert, Compiled, Dumped, insert_ignore, stored, upsert, usage_columns
@@ -87,6 +87,9 @@ class _Statements:
             insert_ignore(dialect, _REQ, ["request_hash"]), dialect, _REQUEST_COLUMNS
         )
         self.insert_response = Compiled(insert_response, dialect, _RESP_COLUMNS)
+        # SQLite, a writer's batch: responses with the ids given, many rows per statement.
+        self.insert_response_ids = Compiled(insert(_RESP), dialect, ["id", *_RESP_COLUMNS])
+        self._many: dict[int, str] = {}
         self.entry_ignore = Compiled(
             insert_ignore(dialect, _ENTRY, _ENTRY_KEYS), dialect, _ENTRY_COLUMNS
         )
@@ -103,6 +106,14 @@ class _Statements:
 
     def new_id(self, cur: Any) -> int:
         return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
+
+    def responses_many_sql(self, n: int) -> str:
+        """``insert_response_ids`` for ``n`` rows in one statement (SQLite)."""
+        sql = self._many.get(n)
+        if sql is None:
+            head, _, group = self.insert_response_ids.sql.partition(" VALUES ")
+            sql = self._many[n] = f"{head} VALUES {', '.join([group] * n)}"
+        return sql
 
 
 class Ledger:
@@ -399,6 +410,7 @@ class Ledger:
         insert = self._sql.insert_call
         try:
             with self._transaction() as cur:
+                ids = self._batch_responses(cur, recs) if self.dialect == "sqlite" else {}
                 hits: list[Any] = []  # consecutive plain hit rows: one executemany, in order
                 for rec in recs:
                     if rec.served_response_id is not None and not rec.answers and not rec.tags:
@@ -407,12 +419,41 @@ class Ledger:
                     if hits:
                         cur.executemany(insert.sql, hits)
                         hits = []
-                    self._record(cur, rec, recovering=True)
+                    self._record(cur, rec, recovering=True, response_ids=ids.get(id(rec)))
                 if hits:
                     cur.executemany(insert.sql, hits)
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
+
+    def _batch_responses(self, cur: Any, recs: list[CallRecord]) -> dict[int, list[int]]:
+        """SQLite: the batch's answers, in order, in as few INSERT statements as possible,
+        with their ids given (by ``id()`` of the record: the ids of its answers, in order).
+
+        FTS5 writes its pending index data at every statement that changes it, so one
+        statement per answer (the search trigger fires for each) flushed a segment per
+        answer: ~half of a stored answer's write. The ids follow the table's highest, read
+        after the request rows took the write lock, so they are what the database would
+        have given one by one; ``_record`` writes the rest of each call as before.
+        """
+        with_answers = [rec for rec in recs if rec.answers]
+        if not with_answers:
+            return {}
+        for rec in with_answers:
+            self._sql.request_ignore.run_many(cur, _request_rows(rec))  # takes the write lock
+        base = int(cur.execute("SELECT max(id) FROM responses").fetchone()[0] or 0)
+        ids: dict[int, list[int]] = {}
+        rows: list[Any] = []
+        for rec in with_answers:
+            mine = ids[id(rec)] = []
+            for a in rec.answers:
+                base += 1
+                mine.append(base)
+                rows.append(self._sql.insert_response_ids.params(_response_row(a, rec, base)))
+        for start in range(0, len(rows), RESPONSES_PER_STATEMENT):
+            chunk = rows[start : start + RESPONSES_PER_STATEMENT]
+            cur.execute(self._sql.responses_many_sql(len(chunk)), [v for r in chunk for v in r])
+        return ids
 
     def _journal_batch(self, records: list[dict[str, Any]]) -> None:
         """Journaled rows of a dead process, one transaction; a row already written is skipped.
@@ -550,44 +591,36 @@ class Ledger:
                 "answers are written first)"
             )
 
-    def _record(self, cur: Any, rec: CallRecord, *, recovering: bool = False) -> dict[int, Stored]:
+    def _record(
+        self,
+        cur: Any,
+        rec: CallRecord,
+        *,
+        recovering: bool = False,
+        response_ids: list[int] | None = None,
+    ) -> dict[int, Stored]:
         """All of one call's writes, on one DBAPI cursor inside one transaction.
 
         ``recovering``: a spooled call whose caller already got its own answer; if another
         call cached that slot meanwhile, the audit row still names the answer given.
+        ``response_ids``: its request and answer rows are written already, with these ids
+        (a SQLite batch, :meth:`_batch_responses`).
         """
-        st, now = self._sql, rec.created_at
-        body = rec.request if rec.request_text is None else Dumped(rec.request_text)
-        requests = {rec.request_hash: (rec.kind, rec.model, body)}
-        for a in rec.answers:
-            requests.setdefault(a.request_hash, (a.kind, a.model, a.request))
-        rows = [
-            {"request_hash": h, "kind": k, "model": m, "request": body, "created_at": now}
-            for h, (k, m, body) in requests.items()
-        ]
-        if rec.served_response_id is None or rec.answers:
+        st = self._sql
+        if response_ids is None and (rec.served_response_id is None or rec.answers):
             # A hit's request row exists already: its cache entry references it.
-            st.request_ignore.run_many(cur, rows)
+            st.request_ignore.run_many(cur, _request_rows(rec))
         winners: dict[int, Stored] = {}
-        response_ids: list[int] = []
+        written = response_ids
+        response_ids = []
         for i, a in enumerate(rec.answers):
-            # Serialised once: its hash and its column (journaled: fixed when journaled).
-            text = a.response_text if a.response_text is not None else canonical_json(a.response)
-            st.insert_response.run(
-                cur,
-                {
-                    "request_hash": a.request_hash,
-                    "response_hash": hash_json(text),
-                    "response": Dumped(text),
-                    **usage_columns(a.usage),
-                    "cost_usd": a.cost_usd,
-                    "cost_note": a.cost_note,
-                    "price_version": a.price_version,
-                    "created_at": now,
-                },
-            )
-            rid = st.new_id(cur)
+            if written is None:
+                st.insert_response.run(cur, _response_row(a, rec))
+                rid = st.new_id(cur)
+            else:
+                rid = written[i]
             response_ids.append(rid)
+            now = rec.created_at
             entry = {
                 "namespace": a.namespace,
                 "request_hash": a.request_hash,
@@ -809,6 +842,37 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
         return ledger
 
 
+def _request_rows(rec: CallRecord) -> list[dict[str, Any]]:
+    """The ``requests`` rows of a call: its own request and its answers' (insert-or-ignore)."""
+    body = rec.request if rec.request_text is None else Dumped(rec.request_text)
+    requests = {rec.request_hash: (rec.kind, rec.model, body)}
+    for a in rec.answers:
+        requests.setdefault(a.request_hash, (a.kind, a.model, a.request))
+    now = rec.created_at
+    return [
+        {"request_hash": h, "kind": k, "model": m, "request": body, "created_at": now}
+        for h, (k, m, body) in requests.items()
+    ]
+
+
+def _response_row(a: Answer, rec: CallRecord, id_: int | None = None) -> dict[str, Any]:
+    """An answer's ``responses`` row; serialised once: its hash and its column (journaled:
+    fixed when journaled)."""
+    text = a.response_text if a.response_text is not None else canonical_json(a.response)
+    return {
+        "id": id_,
+        "request_hash": a.request_hash,
+        "response_hash": hash_json(text),
+        "response": Dumped(text),
+        **usage_columns(a.usage),
+        "cost_usd": a.cost_usd,
+        "cost_note": a.cost_note,
+        "price_version": a.price_version,
+        "created_at": rec.created_at,
+    }
+
+
+RESPONSES_PER_STATEMENT = 200  # x 14 values: inside SQLite's 32,766 bound parameters
 PG_LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
