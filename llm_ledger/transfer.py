@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
+from sqlalchemy.exc import DBAPIError
 
 from . import bulk
 from ._version import __version__
@@ -40,6 +41,7 @@ from .errors import BundleError, TransferError
 from .keys import canonical_json, hash_json
 from .log import logger
 from .store import db
+from .store.merge import Attached, attached_batches
 from .store.models import CacheEntry, CallLog, Money, Request, Response
 from .store.repository import Ledger
 
@@ -572,6 +574,8 @@ def import_bundle(
 
 COPY_CACHE_KIB = 16384
 """SQLite page cache of a copy's target connection (the default is 2 MiB)."""
+_SOURCE = "llm_ledger_copy_source"
+"""The schema name an SQLite source is attached under on the target's connection."""
 
 
 def copy_ledger(
@@ -589,7 +593,9 @@ def copy_ledger(
     merge with import's rules (so copying twice adds nothing the second time).
 
     The target schema is created or upgraded; the copy reads one snapshot of the
-    source and writes in one transaction (all or nothing), in batches of executemany.
+    source and writes in one transaction (all or nothing), in batches of executemany;
+    or, verbatim from one SQLite file into another, in batches of INSERT ... SELECT from
+    the source attached to the target's connection, so no row passes through Python.
     """
     with bulk.opened(source) as src:
         if db.normalize_url(target_url) == src.url:
@@ -599,35 +605,12 @@ def copy_ledger(
         target = Ledger(target_url, auto_upgrade=True)
         started = time.perf_counter()
         try:
-            with bulk.snapshot(src.engine) as read, target.engine.begin() as write:
-                if target.dialect == "sqlite":
-                    # One transaction rewrites the index pages over and over: in SQLite's
-                    # default 2 MB cache they are spilled and written again and again. A
-                    # fixed size: memory stays flat however large the ledger.
-                    write.exec_driver_sql(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
-                    # The write lock now, before the Merger looks at what the target holds
-                    # (pysqlite would begin only at the first INSERT).
-                    write.exec_driver_sql("BEGIN IMMEDIATE")
-                sel = bulk.Selection()
-                total = sum(bulk.count_selected(read, sel).values()) if progress else None
-                merger = bulk.Merger(target, write, source_unique=True, keep_ids=bulk.max_ids(read))
-                steps: list[tuple[Any, Callable[[list[dict[str, Any]]], None]]] = [
-                    (bulk.read_requests, merger.requests),
-                    (bulk.read_responses, merger.responses),
-                    (
-                        functools.partial(bulk.read_cache_entries, keep_id=True),
-                        merger.cache_entries,
-                    ),
-                    (functools.partial(bulk.read_calls, keep_id=True), merger.calls),
-                ]
-                with (
-                    bulk.indexes_deferred(write) if merger.verbatim else contextlib.nullcontext(),
-                    progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance,
-                ):
-                    for read_batches, write_batch in steps:
-                        for rows in read_batches(read, sel, batch_size):
-                            write_batch(rows)
-                            advance(len(rows) + sum(len(r.get("call_tags", ())) for r in rows))
+            with bulk.snapshot(src.engine) as read, target.engine.connect() as write:
+                try:
+                    with write.begin():
+                        merger = _copy(src, target, read, write, batch_size, progress)
+                finally:
+                    _detach(write)  # after the transaction: SQLite cannot detach inside one
         finally:
             target.close()
     result = merger.result.as_dict()
@@ -640,6 +623,81 @@ def copy_ledger(
         seconds=result["seconds"],
     )
     return result
+
+
+def _copy(
+    src: Ledger, target: Ledger, read: Any, write: Any, batch_size: int, progress: bool
+) -> bulk.Merger:
+    """copy_ledger's transaction: every row of ``read``'s snapshot written on ``write``."""
+    if target.dialect == "sqlite":
+        # One transaction rewrites the index pages over and over: in SQLite's
+        # default 2 MB cache they are spilled and written again and again. A
+        # fixed size: memory stays flat however large the ledger.
+        write.exec_driver_sql(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
+        # The write lock now, before the Merger looks at what the target holds
+        # (pysqlite would begin only at the first INSERT).
+        write.exec_driver_sql("BEGIN IMMEDIATE")
+    sel = bulk.Selection()
+    total = sum(bulk.count_selected(read, sel).values()) if progress else None
+    merger = bulk.Merger(target, write, source_unique=True, keep_ids=bulk.max_ids(read))
+    steps: list[tuple[Callable[..., Iterator[Any]], Callable[[Any], None]]] = [
+        (bulk.read_requests, merger.requests),
+        (bulk.read_responses, merger.responses),
+        (functools.partial(bulk.read_cache_entries, keep_id=True), merger.cache_entries),
+        (functools.partial(bulk.read_calls, keep_id=True), merger.calls),
+    ]
+    source_file = db.sqlite_path(src.url)
+    if (
+        merger.verbatim
+        and source_file is not None
+        and target.dialect == "sqlite"
+        and src.revision == target.revision  # the same columns on both sides
+    ):
+        # Attached inside the transaction: the source is read from one snapshot, taken at
+        # its first read and held to the end, and never locked against its writers.
+        write.exec_driver_sql(f"ATTACH DATABASE ? AS {_SOURCE}", (str(source_file),))
+        steps = [
+            (functools.partial(_read_attached, write, table), write_batch)
+            for table, (_, write_batch) in zip(ATTACHED_TABLES, steps, strict=True)
+        ]
+    with (
+        bulk.indexes_deferred(write) if merger.verbatim else contextlib.nullcontext(),
+        progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance,
+    ):
+        for read_batches, write_batch in steps:
+            for rows in read_batches(read, sel, batch_size):
+                if isinstance(rows, Attached):  # how many rows it held is known once written
+                    before = _seen(merger.result)
+                    write_batch(rows)
+                    advance(_seen(merger.result) - before)
+                else:
+                    write_batch(rows)
+                    advance(len(rows) + sum(len(r.get("call_tags", ())) for r in rows))
+    return merger
+
+
+ATTACHED_TABLES = ("requests", "responses", "cache_entries", "call_log")
+"""The tables copy_ledger reads, in order, as Attached batches (call_log's carry their tags)."""
+
+
+def _read_attached(
+    conn: Any, table: str, _read: Any, _sel: bulk.Selection, batch_size: int
+) -> Iterator[Attached]:
+    return attached_batches(conn, _SOURCE, table, batch_size)
+
+
+def _seen(result: bulk.MergeResult) -> int:
+    return sum(t.added + t.already_present + t.refused for t in result.tallies.values())
+
+
+def _detach(conn: Any) -> None:
+    """Detach the copy's source if it is attached (a failure here would hide the copy's own
+    error, and the connection is closed with the target ledger right after anyway)."""
+    with contextlib.suppress(DBAPIError):
+        if conn.dialect.name == "sqlite" and any(
+            name == _SOURCE for _, name, *_ in conn.exec_driver_sql("PRAGMA database_list")
+        ):
+            conn.exec_driver_sql(f"DETACH DATABASE {_SOURCE}")
 
 
 def progress_bar(

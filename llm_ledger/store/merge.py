@@ -12,13 +12,15 @@ is matched by its natural identity:
 The one exception is a copy of a whole ledger into an empty one (``Merger(keep_ids=...)``):
 it writes the rows as they are, ids included, so nothing has to be mapped or remembered.
 Rows are written with executemany of statements compiled once (statements.py), on the
-caller's connection and inside its transaction.
+caller's connection and inside its transaction. In a verbatim copy from one SQLite file to
+another, a batch may instead be an :class:`Attached` range of the source's rows, which
+SQLite copies itself (INSERT ... SELECT from the source attached to the target's connection).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,87 @@ _TAGS: Any = CallTag.__table__
 MERGED = ("requests", "responses", "cache_entries", "calls", "call_tags")
 """The kinds of rows a merge counts; ``calls`` are ``call_log`` rows."""
 _IN_CHUNK = 1000  # values per IN (...) list: well inside every engine's bind-parameter limit
+
+
+# --- batches SQLite copies itself ------------------------------------------------
+
+# The key each table is read and written in: the order the row-by-row copy writes them in
+# (so even the hidden rowids of requests come out the same).
+_ATTACHED_KEYS = {
+    "requests": "request_hash",
+    "responses": "id",
+    "cache_entries": "id",
+    "call_log": "id",
+}
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A batch of a verbatim SQLite-to-SQLite copy: the rows of ``table`` in the ledger
+    attached to the target's connection as ``schema`` whose key is in ``(after, upto]``
+    (None: unbounded), in key order. For ``call_log`` the batch also holds those calls'
+    ``call_tags``. SQLite moves the values from file to file as they are stored, so the
+    copy is verbatim without a row passing through Python."""
+
+    schema: str
+    table: str
+    after: Any
+    upto: Any
+
+    def where(self, key: str) -> tuple[str, list[Any]]:
+        """The WHERE clause (or "") and its parameters selecting this range by ``key``."""
+        conds, params = [], []
+        if self.after is not None:
+            conds.append(f"{key} > ?")
+            params.append(self.after)
+        if self.upto is not None:
+            conds.append(f"{key} <= ?")
+            params.append(self.upto)
+        return (" WHERE " + " AND ".join(conds) if conds else ""), params
+
+
+def attached_batches(
+    conn: Connection, schema: str, table: str, batch_size: int
+) -> Iterator[Attached]:
+    """``table`` of the ledger attached as ``schema`` in ranges of at most ``batch_size``
+    rows: of ids from the lowest to the highest (nothing is read to cut them), or of
+    request hashes cut by seeks in their index (the last range open-ended)."""
+    key = _ATTACHED_KEYS[table]
+    if key == "id":
+        low, high = conn.exec_driver_sql(f"SELECT min(id), max(id) FROM {schema}.{table}").one()
+        if low is not None:
+            for start in range(low - 1, high, batch_size):
+                yield Attached(schema, table, start, min(start + batch_size, high))
+        return
+    after = None
+    while True:
+        where = f" WHERE {key} > ?" if after is not None else ""
+        upto = conn.exec_driver_sql(
+            f"SELECT {key} FROM {schema}.{table}{where} ORDER BY {key} LIMIT 1 OFFSET ?",
+            (*([after] if after is not None else []), batch_size - 1),
+        ).scalar()
+        yield Attached(schema, table, after, upto)
+        if upto is None:
+            return
+        after = upto
+
+
+def _copy_attached(conn: Connection, batch: Attached, table: Any, key: str, order: str) -> int:
+    """INSERT ... SELECT of ``batch``'s rows of ``table`` by ``key``, in ``order`` (same
+    columns both sides: the source is at the target's schema revision); returns how many
+    rows were written."""
+    columns = ", ".join(c.name for c in table.c)
+    where, params = batch.where(key)
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} "
+            f"FROM {batch.schema}.{table.name}{where} ORDER BY {order}",
+            params,
+        )
+        return int(cur.rowcount)
+    finally:
+        cur.close()
 
 
 class _Insert:
@@ -185,11 +268,22 @@ class Merger:
                 found.setdefault(row[0], []).append(tuple(row))
         return found
 
+    def _attached(self, batch: Attached, kind: str, table: Any, key: str, order: str = "") -> None:
+        """Copy an Attached batch (verbatim merges only: nothing is matched or refused)."""
+        if not self.verbatim:
+            raise TypeError("an Attached batch is for a verbatim copy into an empty ledger")
+        self.result.tallies[kind].added += _copy_attached(
+            self.conn, batch, table, key, order or key
+        )
+
     def _max_id(self, table: Any) -> int:
         return int(self.conn.execute(select(func.max(table.c.id))).scalar() or 0)
 
-    def requests(self, rows: Sequence[dict[str, Any]]) -> None:
+    def requests(self, rows: Sequence[dict[str, Any]] | Attached) -> None:
         tally = self.result.tallies["requests"]
+        if isinstance(rows, Attached):
+            self._attached(rows, "requests", _REQ, "request_hash")
+            return
         present = self._present(_REQ, _REQ.c.request_hash, [r["request_hash"] for r in rows])
         new: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -205,11 +299,14 @@ class Merger:
 
     def responses(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[dict[str, Any]] | Attached,
         refused: Callable[[dict[str, Any]], str | None] = lambda r: None,
     ) -> None:
         """Rows carry their source ``id``; ``refused`` may name a reason to refuse a row."""
         tally = self.result.tallies["responses"]
+        if isinstance(rows, Attached):  # a copy refuses no response
+            self._attached(rows, "responses", _RESP, "id")
+            return
         if self.verbatim:
             kept = []
             for row in rows:
@@ -267,9 +364,12 @@ class Merger:
                 ids[(q, r)] = min(i, ids.get((q, r), i))
         return ids
 
-    def cache_entries(self, rows: Sequence[dict[str, Any]]) -> None:
+    def cache_entries(self, rows: Sequence[dict[str, Any]] | Attached) -> None:
         """Rows' ``response_id`` is the source's; an entry already in the target wins."""
         tally = self.result.tallies["cache_entries"]
+        if isinstance(rows, Attached):  # so no response was refused
+            self._attached(rows, "cache_entries", _ENTRY, "id")
+            return
         if self.verbatim:
             kept = []
             for row in rows:
@@ -304,10 +404,10 @@ class Merger:
                 self._mine["cache_entries"].setdefault(h, []).append((h, ns, slot))
         tally.added += len(new)
 
-    def calls(self, rows: Sequence[dict[str, Any]]) -> None:
+    def calls(self, rows: Sequence[dict[str, Any]] | Attached) -> None:
         """Audit rows keep their call_uuid; ``call_tags`` (name -> value) go with them."""
         tally, tags = self.result.tallies["calls"], self.result.tallies["call_tags"]
-        if self.verbatim:
+        if self.verbatim or isinstance(rows, Attached):
             self._calls_verbatim(rows)
             return
         found = self._present(
@@ -355,8 +455,12 @@ class Merger:
             self._insert["call_tags"].run(tag_rows)
             tags.added += len(tag_rows)
 
-    def _calls_verbatim(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _calls_verbatim(self, rows: Sequence[dict[str, Any]] | Attached) -> None:
         """Audit rows with their source ``id``, which their tags refer to."""
+        if isinstance(rows, Attached):  # no response was refused
+            self._attached(rows, "calls", _LOG, "id")
+            self._attached(rows, "call_tags", _TAGS, "call_id", "call_id, name")
+            return
         kept, tag_rows = [], []
         for row in rows:
             if row["response_id"] is not None and row["response_id"] in self._refused_ids:
