@@ -191,3 +191,28 @@ def test_a_batch_writes_its_answers_in_one_statement_and_each_is_searchable(
             assert found == [(i,)], w
     finally:
         conn.close()
+
+
+def test_a_batch_of_more_answers_than_one_statement_takes_writes_them_all(
+    slow_writer, api, db_path
+) -> None:
+    """250 answers in one call: two statements (200 + 50), ids 1..250 in input order."""
+    from llm_ledger.store import repository
+
+    items = [f"item {i}" for i in range(repository.RESPONSES_PER_STATEMENT + 50)]
+    vectors = slow_writer.get_embedding(items)
+    llm_ledger.flush()
+    n = len(items)
+    assert len({tuple(v) for v in vectors}) == n  # each item's vector is its own
+    assert _table(db_path, "SELECT min(id), max(id), count(*) FROM responses") == [(1, n, n)]
+    got = _table(
+        db_path,
+        "SELECT json_extract(r.response, '$.data[0].embedding') FROM cache_entries e "
+        "JOIN responses r ON r.id = e.response_id ORDER BY r.id",
+    )
+    assert [json.loads(v) for (v,) in got] == vectors  # each id holds its own item's answer
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("INSERT INTO answer_search(answer_search) VALUES ('integrity-check')")
+    finally:
+        conn.close()
