@@ -268,25 +268,12 @@ class Ledger:
                 return found
         params = {"ns": namespace, "h": request_hash, "slot": slot}
         if self._local is not None:
-            hot = self._hot()
-            with hot.lock:
-                cur = hot.conn.cursor()
-                try:
-                    row = self._sql.lookup.run(cur, params).fetchone()
-                finally:
-                    cur.close()
-            return stored(row) if row is not None else None
+            return self._lookup_on(self._hot(), params)
         if self._reads is not None:
             read = self._read_hot()
             if read is not None:
                 try:
-                    with read.lock:
-                        cur = read.conn.cursor()
-                        try:
-                            row = self._sql.lookup.run(cur, params).fetchone()
-                        finally:
-                            cur.close()
-                    return stored(row) if row is not None else None
+                    return self._lookup_on(read, params)
                 except self.errors as exc:  # a dropped connection: once more, from the pool
                     self._drop_read_hot(read)
                     # Debug only: if the pool fails too, the pipeline logs ledger.read_failed.
@@ -316,6 +303,16 @@ class Ledger:
                     conn.rollback()  # end the read transaction the driver opened
         finally:
             conn.close()
+        return stored(row) if row is not None else None
+
+    def _lookup_on(self, hot: _Hot, params: dict[str, Any]) -> Stored | None:
+        """One lookup on a thread's own connection (under its lock)."""
+        with hot.lock:
+            cur = hot.conn.cursor()
+            try:
+                row = self._sql.lookup.run(cur, params).fetchone()
+            finally:
+                cur.close()
         return stored(row) if row is not None else None
 
     def lookup_many(self, namespace: str, hashes: Sequence[str]) -> dict[str, Stored]:
