@@ -35,7 +35,7 @@ def test_calls_checkpoint_the_wal_off_the_calling_thread(client, api, db_path) -
     for i in range(30):
         assert client.send_message(msgs(f"q{i}"), temperature=0) is not None
     ledger = client.ledger
-    hot = ledger._hot().conn
+    hot = ledger.conns.own().conn
     assert hot.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     with ledger.engine.connect() as conn:  # reports, imports, migrations keep SQLite's default
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
@@ -77,8 +77,8 @@ def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) 
 
     def work(name: str) -> None:
         client.send_message(msgs("warm"), temperature=0)  # a hit, on this thread's connection
-        seen[name] = id(ledger._hot().conn)
-        assert ledger._hot() is ledger._hot()
+        seen[name] = id(ledger.conns.own().conn)
+        assert ledger.conns.own() is ledger.conns.own()
 
     threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
     for t in threads:
@@ -86,16 +86,16 @@ def test_each_thread_has_its_own_connection_closed_with_the_thread(client, api) 
     for t in threads:
         t.join()
     assert len(set(seen.values())) == 4
-    assert id(ledger._hot().conn) not in seen.values()
+    assert id(ledger.conns.own().conn) not in seen.values()
     del threads
     gc.collect()
-    assert len(ledger._hots) == 1  # only this thread's: the others went with their threads
+    assert len(ledger.conns.all) == 1  # only this thread's: the others went with their threads
 
 
 def test_a_failed_write_rolls_back_and_the_connection_stays_usable(client, api, db_path) -> None:
     client.send_message(msgs("a"), temperature=0)
     ledger = client.ledger
-    conn = ledger._hot().conn
+    conn = ledger.conns.own().conn
     try:
         with ledger._transaction() as cur:
             cur.execute("INSERT INTO call_tags (call_id, name, value) VALUES (1, 'k', 'v')")
@@ -105,13 +105,13 @@ def test_a_failed_write_rolls_back_and_the_connection_stays_usable(client, api, 
     assert conn.execute("SELECT COUNT(*) FROM call_tags").fetchone() == (0,)
     assert not conn.in_transaction
     assert client.send_message(msgs("a"), temperature=0) is not None
-    assert ledger._hot().conn is conn
+    assert ledger.conns.own().conn is conn
 
 
 def test_memory_ledger_keeps_the_pool_and_has_no_checkpointer() -> None:
     ledger = repository.Ledger(":memory:")
     try:
-        assert ledger.checkpointer is None and ledger._local is None
+        assert ledger.checkpointer is None and not ledger.conns.sqlite
         assert ledger.lookup("", "0" * 64) is None
     finally:
         ledger.close()

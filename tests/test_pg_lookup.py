@@ -13,7 +13,7 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from llm_ledger import OpenAIClient, open_ledger
-from llm_ledger.store import repository
+from llm_ledger.store import connections
 from llm_ledger.testing import FakeOpenAIServer
 
 from .conftest import msgs
@@ -44,7 +44,7 @@ def test_postgresql_lookup_sends_its_select_alone(
     pg_url: str, api: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a pooled connection: every thread beyond PG_LOOKUP_CONNECTIONS (here all)."""
-    monkeypatch.setattr(repository, "PG_LOOKUP_CONNECTIONS", 0)
+    monkeypatch.setattr(connections, "PG_LOOKUP_CONNECTIONS", 0)
     client = OpenAIClient(cache_file_name=pg_url)
     client.send_message(msgs("look me up"), temperature=0.0)
     client.ledger.flush()  # writes="journal": in the table, for the traced lookup to find
@@ -77,7 +77,7 @@ def test_a_thread_looks_up_on_its_own_connection_without_a_transaction(
     client, ns, h = _one_answer(pg_url)
     ledger = client.ledger
     assert ledger.lookup(ns, h) is not None
-    (hot,) = ledger._read_hots
+    (hot,) = ledger.conns.readers
     assert hot.conn.autocommit is True
     trace = tmp_path / "trace.txt"
     fd = os.open(trace, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -91,7 +91,7 @@ def test_a_thread_looks_up_on_its_own_connection_without_a_transaction(
     sent = trace.read_bytes()
     assert sent.count(b"cache_entries") + sent.count(b'"Bind"') >= 2  # both lookups went here
     assert b"BEGIN" not in sent and b"ROLLBACK" not in sent
-    assert set(ledger._read_hots) == {hot}  # the same connection each time
+    assert set(ledger.conns.readers) == {hot}  # the same connection each time
 
 
 def test_lookup_connections_stop_at_the_cap_and_the_rest_use_the_pool(
@@ -101,21 +101,21 @@ def test_lookup_connections_stop_at_the_cap_and_the_rest_use_the_pool(
     ledger = client.ledger
     found: list[bool] = []
     held: list[int] = []
-    together = threading.Barrier(repository.PG_LOOKUP_CONNECTIONS + 3)
+    together = threading.Barrier(connections.PG_LOOKUP_CONNECTIONS + 3)
 
     def look() -> None:
         found.append(ledger.lookup(ns, h) is not None)
         together.wait(30)  # every thread alive at once: none of their connections goes
-        held.append(len(ledger._read_hots))
+        held.append(len(ledger.conns.readers))
         together.wait(30)
 
-    threads = [threading.Thread(target=look) for _ in range(repository.PG_LOOKUP_CONNECTIONS + 3)]
+    threads = [threading.Thread(target=look) for _ in range(connections.PG_LOOKUP_CONNECTIONS + 3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert found == [True] * (repository.PG_LOOKUP_CONNECTIONS + 3)
-    assert held == [repository.PG_LOOKUP_CONNECTIONS] * (repository.PG_LOOKUP_CONNECTIONS + 3)
+    assert found == [True] * (connections.PG_LOOKUP_CONNECTIONS + 3)
+    assert held == [connections.PG_LOOKUP_CONNECTIONS] * (connections.PG_LOOKUP_CONNECTIONS + 3)
     with ledger.engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1  # the pool still has room
 
@@ -126,7 +126,7 @@ def test_a_lost_lookup_connection_is_replaced_and_the_hit_still_served(
     client, ns, h = _one_answer(pg_url)
     ledger = client.ledger
     assert client.send_message(msgs("look me up"), temperature=0.0)  # a hit: opens it
-    (hot,) = ledger._read_hots
+    (hot,) = ledger.conns.readers
     pid = hot.conn.info.backend_pid
     with ledger.engine.connect() as conn:
         assert conn.execute(text(f"SELECT pg_terminate_backend({pid})")).scalar() is True
@@ -135,7 +135,7 @@ def test_a_lost_lookup_connection_is_replaced_and_the_hit_still_served(
     assert api.chat_count == 1  # still a hit: no API call
     assert [e["log_level"] for e in logs] == []  # below the default level: nothing to see
     assert client.send_message(msgs("look me up"), temperature=0.0)
-    (again,) = ledger._read_hots
+    (again,) = ledger.conns.readers
     assert again is not hot and again.conn.info.backend_pid != pid
     assert api.chat_count == 1
 
@@ -144,11 +144,11 @@ def test_a_forked_child_looks_up_on_its_own_connection_and_the_parent_keeps_its_
     pg_url: str, api: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a cap of 1, held by the parent: the parent's connection does not count in the child."""
-    monkeypatch.setattr(repository, "PG_LOOKUP_CONNECTIONS", 1)
+    monkeypatch.setattr(connections, "PG_LOOKUP_CONNECTIONS", 1)
     client, ns, h = _one_answer(pg_url)
     ledger = client.ledger
     assert ledger.lookup(ns, h) is not None
-    (hot,) = ledger._read_hots
+    (hot,) = ledger.conns.readers
     parent_backend = hot.conn.info.backend_pid
     read, write = os.pipe()
     child = os.fork()
@@ -156,7 +156,7 @@ def test_a_forked_child_looks_up_on_its_own_connection_and_the_parent_keeps_its_
         code = 1
         try:
             ok = ledger.lookup(ns, h) is not None
-            mine = [x for x in ledger._read_hots if x.pid == os.getpid()]
+            mine = [x for x in ledger.conns.readers if x.pid == os.getpid()]
             code = (
                 0
                 if ok and len(mine) == 1 and mine[0].conn.info.backend_pid != parent_backend
@@ -170,4 +170,4 @@ def test_a_forked_child_looks_up_on_its_own_connection_and_the_parent_keeps_its_
     assert os.read(read, 1) == b"\x00" and os.waitstatus_to_exitcode(status) == 0
     os.close(read)
     assert ledger.lookup(ns, h) is not None  # the parent's connection was not disturbed
-    assert hot.conn.info.backend_pid == parent_backend and set(ledger._read_hots) == {hot}
+    assert hot.conn.info.backend_pid == parent_backend and set(ledger.conns.readers) == {hot}

@@ -5,11 +5,12 @@ The client asks it two things: is there a stored answer for this request
 call is one transaction: its request, its paid answers, their cache entries,
 the audit row and its tags land together or not at all.
 
-Why one module of ~650 lines: everything a call's write depends on is here and nowhere
-else: the per-thread SQLite connections it runs on, the transaction, and what happens
-when it fails (the spool, records held in memory on a full disk, dead letters, recovery),
-so that "a paid answer is never lost" can be checked in one file. The compiled
-statements and the audit row's mapping are statements.py's.
+Why one module of ~800 lines: everything a call's write depends on is here and nowhere
+else: the transaction, the batches written behind the call, and what happens when a write
+fails (the spool, records held in memory on a full disk, dead letters, recovery), so that
+"a paid answer is never lost" can be checked in one file. The per-thread connections it
+runs on are connections.py's; the compiled statements and the audit row's mapping are
+statements.py's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import copy
 import dataclasses
 import os
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from ..log import logger
 from ..policy import StoreMode
 from ..process import state as _process
 from ..records import Answer, CallRecord, Stored
-from . import checkpoint, db, journal, spool, writebehind
+from . import checkpoint, connections, db, journal, spool, writebehind
 from .models import CacheEntry, CallLog, CallTag, Request, Response
 from .statements import CallInsert, Compiled, Dumped, insert_ignore, stored, upsert, usage_columns
 
@@ -139,17 +139,10 @@ class Ledger:
         )
         self.revision = db.ensure_schema(self.engine, auto_upgrade=auto_upgrade)
         # A file SQLite ledger gives each thread its own connection for lookups and writes
-        # (no pool checkout per call) and checkpoints its WAL in the background.
+        # and checkpoints its WAL in the background; on PostgreSQL some threads keep one
+        # for lookups (connections.py).
         path = db.sqlite_path(self.url)
-        self._local: threading.local | None = None if path is None else threading.local()
-        self._hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
-        # PostgreSQL: up to PG_LOOKUP_CONNECTIONS threads get a connection of their own for
-        # lookups, in autocommit (one round trip, no pool checkout, no autocommit switching).
-        self._reads: threading.local | None = (
-            threading.local() if self.dialect == "postgresql" else None
-        )
-        self._read_hots: weakref.WeakSet[_Hot] = weakref.WeakSet()
-        self._read_hots_lock = threading.Lock()
+        self.conns = connections.ThreadConnections(self.engine, sqlite_file=path is not None)
         self.checkpointer = None if path is None else checkpoint.Checkpointer(path)
         # Records written behind the call (writebehind.py): the default but for an
         # in-memory SQLite database, which dies with the process anyway.
@@ -198,65 +191,10 @@ class Ledger:
             if self._writer is not None:
                 self._writer.close()
             self._drain_held()
-            for hot in list(self._hots):
-                hot.close()
+            self.conns.close()
             if self.checkpointer is not None:
                 self.checkpointer.close()
         self.engine.dispose()
-
-    def _hot(self) -> _Hot:
-        """This thread's own DBAPI connection to a file SQLite ledger, opened on first use.
-
-        It lives as long as the thread (closed when the thread's locals go) or the ledger.
-        Its automatic WAL checkpoint is off: :attr:`checkpointer` runs them after writes.
-        Used under its lock, so :meth:`close` from another thread waits for a call to end.
-        """
-        local = self._local
-        hot = getattr(local, "hot", None)
-        if hot is None or hot.pid != os.getpid():
-            fairy = self.engine.raw_connection()  # the engine's connect-time PRAGMAs apply
-            conn: Any = fairy.driver_connection
-            fairy.detach()
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            # After a burst the WAL is reset, not shrunk; keep at most 64 MB of it on disk.
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
-            self._hots.add(hot)
-            _process.hot_connections.add(hot)
-        return hot
-
-    def _read_hot(self) -> _Hot | None:
-        """PostgreSQL: this thread's own autocommit connection for lookups, opened on first
-        use; None once PG_LOOKUP_CONNECTIONS threads have one (the pool serves the rest).
-        Closed when the thread's locals go, or with the ledger."""
-        local = self._reads
-        hot = getattr(local, "hot", None)
-        if hot is not None and hot.pid == os.getpid():
-            return hot  # type: ignore[no-any-return]
-        pid = os.getpid()
-        with self._read_hots_lock:
-            # Open ones of this process: not a forked parent's (kept, unused), not closed ones.
-            if sum(h.pid == pid for h in self._read_hots) >= PG_LOOKUP_CONNECTIONS:
-                return None
-            fairy = self.engine.raw_connection()  # the engine's connect-time settings apply
-            conn: Any = fairy.driver_connection
-            fairy.detach()
-            try:
-                conn.autocommit = True
-            except BaseException:
-                conn.close()
-                raise
-            hot = local.hot = _Hot(conn)  # type: ignore[union-attr]
-            self._read_hots.add(hot)
-            self._hots.add(hot)
-            _process.hot_connections.add(hot)
-        return hot
-
-    def _drop_read_hot(self, hot: _Hot) -> None:
-        """A lookup connection that failed: closed; the thread opens another next time."""
-        hot.close()
-        self._reads.hot = None  # type: ignore[union-attr]
-        self._read_hots.discard(hot)
 
     # --- reads --------------------------------------------------------------
 
@@ -267,15 +205,16 @@ class Ledger:
             if found is not None:
                 return found
         params = {"ns": namespace, "h": request_hash, "slot": slot}
-        if self._local is not None:
-            return self._lookup_on(self._hot(), params)
-        if self._reads is not None:
-            read = self._read_hot()
+        conns = self.conns
+        if conns.sqlite:
+            return self._lookup_on(conns.own(), params)
+        if conns.pg_readers:
+            read = conns.reader()
             if read is not None:
                 try:
                     return self._lookup_on(read, params)
                 except self.errors as exc:  # a dropped connection: once more, from the pool
-                    self._drop_read_hot(read)
+                    conns.drop_reader(read)
                     # Debug only: if the pool fails too, the pipeline logs ledger.read_failed.
                     log.debug(
                         "ledger.lookup_connection_lost",
@@ -305,7 +244,7 @@ class Ledger:
             conn.close()
         return stored(row) if row is not None else None
 
-    def _lookup_on(self, hot: _Hot, params: dict[str, Any]) -> Stored | None:
+    def _lookup_on(self, hot: connections.Hot, params: dict[str, Any]) -> Stored | None:
         """One lookup on a thread's own connection (under its lock)."""
         with hot.lock:
             cur = hot.conn.cursor()
@@ -663,8 +602,8 @@ class Ledger:
         File SQLite: this thread's connection, then a background checkpoint. Otherwise a
         pooled connection.
         """
-        if self._local is not None:
-            hot = self._hot()
+        if self.conns.sqlite:
+            hot = self.conns.own()
             with hot.lock:
                 conn = hot.conn
                 cur = conn.cursor()
@@ -675,7 +614,7 @@ class Ledger:
                     try:
                         conn.rollback()
                     except Exception:  # noqa: BLE001 -- broken: open another next time
-                        self._local.hot = None
+                        self.conns.forget_own()
                     raise
                 finally:
                     cur.close()
@@ -808,24 +747,6 @@ def _pending_answer(writer: writebehind.RecordWriter, key: tuple[str, str, int])
     return None if st is None else dataclasses.replace(st, response=copy.deepcopy(st.response))
 
 
-class _Hot:
-    """A thread's connection (a holder, since sqlite3 connections take no weak references)."""
-
-    __slots__ = ("conn", "pid", "lock", "__weakref__")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-        self.lock = threading.RLock()
-
-    def close(self) -> None:
-        """Close it once its thread is between calls (never under a running statement)."""
-        with self.lock:
-            self.pid = -1  # its thread opens a new one if the ledger is used again
-            with contextlib.suppress(Exception):
-                self.conn.close()
-
-
 def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
     """The shared :class:`Ledger` for a location (one engine per database per process).
 
@@ -870,7 +791,6 @@ def _response_row(a: Answer, rec: CallRecord, id_: int | None = None) -> dict[st
 
 
 RESPONSES_PER_STATEMENT = 200  # x 14 values: inside SQLite's 32,766 bound parameters
-PG_LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
 

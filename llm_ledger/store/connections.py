@@ -1,0 +1,132 @@
+"""The connections a thread keeps to one ledger's database, so a call checks nothing out
+of a pool:
+
+- a file SQLite ledger: each thread's own connection, for its lookups and its writes. Its
+  automatic WAL checkpoint is off: ``checkpoint.Checkpointer`` runs them after writes.
+- PostgreSQL: up to :data:`PG_LOOKUP_CONNECTIONS` threads' own connections for lookups,
+  in autocommit (one ``SELECT`` round trip: no checkout, no BEGIN/ROLLBACK, no autocommit
+  switching). Further threads, and every write, use the engine's pool.
+
+Each lives as long as its thread (closed when the thread's locals go) or the ledger
+(:meth:`ThreadConnections.close`), and is used under its lock, so a close from another
+thread waits for a call to end. A forked child opens its own: the parent's are kept,
+unused and never closed (``process.py``), and do not count against the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ..process import state as _process
+
+PG_LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
+
+
+class Hot:
+    """A thread's connection (a holder, since sqlite3 connections take no weak references)."""
+
+    __slots__ = ("conn", "pid", "lock", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close it once its thread is between calls (never under a running statement)."""
+        with self.lock:
+            self.pid = -1  # its thread opens a new one if the ledger is used again
+            with contextlib.suppress(Exception):
+                self.conn.close()
+
+
+class ThreadConnections:
+    """One ledger's per-thread connections (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, sqlite_file: bool) -> None:
+        self._engine = engine
+        self._own: threading.local | None = threading.local() if sqlite_file else None
+        self._readers: threading.local | None = (
+            threading.local() if engine.dialect.name == "postgresql" else None
+        )
+        self.all: weakref.WeakSet[Hot] = weakref.WeakSet()
+        self.readers: weakref.WeakSet[Hot] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
+
+    @property
+    def sqlite(self) -> bool:
+        """A file SQLite ledger: every lookup and write on the thread's own connection."""
+        return self._own is not None
+
+    @property
+    def pg_readers(self) -> bool:
+        return self._readers is not None
+
+    def own(self) -> Hot:
+        """This thread's own connection to a file SQLite ledger, opened on first use."""
+        local = self._own
+        hot = getattr(local, "hot", None)
+        if hot is None or hot.pid != os.getpid():
+            conn = self._detached()  # the engine's connect-time PRAGMAs apply
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # After a burst the WAL is reset, not shrunk; keep at most 64 MB of it on disk.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            hot = local.hot = self._keep(Hot(conn))  # type: ignore[union-attr]
+        return hot  # type: ignore[no-any-return]
+
+    def forget_own(self) -> None:
+        """This thread's SQLite connection broke: it opens another next time."""
+        self._own.hot = None  # type: ignore[union-attr]
+
+    def reader(self) -> Hot | None:
+        """PostgreSQL: this thread's own autocommit connection for lookups, opened on first
+        use; None once PG_LOOKUP_CONNECTIONS threads have one (the pool serves the rest)."""
+        local = self._readers
+        hot = getattr(local, "hot", None)
+        pid = os.getpid()
+        if hot is not None and hot.pid == pid:
+            return hot  # type: ignore[no-any-return]
+        with self._readers_lock:
+            # Open ones of this process: not a forked parent's (kept, unused), not closed ones.
+            if sum(h.pid == pid for h in self.readers) >= PG_LOOKUP_CONNECTIONS:
+                return None
+            conn = self._detached()  # the engine's connect-time settings apply
+            try:
+                conn.autocommit = True
+            except BaseException:
+                conn.close()
+                raise
+            hot = local.hot = self._keep(Hot(conn))  # type: ignore[union-attr]
+            self.readers.add(hot)
+        return hot
+
+    def drop_reader(self, hot: Hot) -> None:
+        """A lookup connection that failed: closed; the thread opens another next time."""
+        hot.close()
+        self._readers.hot = None  # type: ignore[union-attr]
+        self.readers.discard(hot)
+
+    def close(self) -> None:
+        """Close every thread's connection (each once its thread is between calls)."""
+        for hot in list(self.all):
+            hot.close()
+
+    def _detached(self) -> Any:
+        fairy = self._engine.raw_connection()
+        conn = fairy.driver_connection
+        fairy.detach()
+        return conn
+
+    def _keep(self, hot: Hot) -> Hot:
+        self.all.add(hot)
+        _process.hot_connections.add(hot)
+        return hot
+
+
+__all__ = ["PG_LOOKUP_CONNECTIONS", "Hot", "ThreadConnections"]
