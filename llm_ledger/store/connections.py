@@ -3,9 +3,9 @@ of a pool:
 
 - a file SQLite ledger: each thread's own connection, for its lookups and its writes. Its
   automatic WAL checkpoint is off: ``checkpoint.Checkpointer`` runs them after writes.
-- PostgreSQL: up to :data:`PG_LOOKUP_CONNECTIONS` threads' own connections for lookups,
-  in autocommit (one ``SELECT`` round trip: no checkout, no BEGIN/ROLLBACK, no autocommit
-  switching). Further threads, and every write, use the engine's pool.
+- PostgreSQL, MariaDB/MySQL: up to :data:`LOOKUP_CONNECTIONS` threads' own connections for
+  lookups, in autocommit (one ``SELECT`` round trip: no checkout, no BEGIN/ROLLBACK, no
+  autocommit switching). Further threads, and every write, use the engine's pool.
 
 Each lives as long as its thread (closed when the thread's locals go) or the ledger
 (:meth:`ThreadConnections.close`), and is used under its lock, so a close from another
@@ -25,7 +25,8 @@ from sqlalchemy import Engine
 
 from ..process import state as _process
 
-PG_LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
+LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
+_SERVERS = ("postgresql", "mysql", "mariadb")
 
 
 class Hot:
@@ -53,7 +54,7 @@ class ThreadConnections:
         self._engine = engine
         self._own: threading.local | None = threading.local() if sqlite_file else None
         self._readers: threading.local | None = (
-            threading.local() if engine.dialect.name == "postgresql" else None
+            threading.local() if engine.dialect.name in _SERVERS else None
         )
         self.all: weakref.WeakSet[Hot] = weakref.WeakSet()
         self.readers: weakref.WeakSet[Hot] = weakref.WeakSet()
@@ -65,7 +66,8 @@ class ThreadConnections:
         return self._own is not None
 
     @property
-    def pg_readers(self) -> bool:
+    def lookup_readers(self) -> bool:
+        """A server database: some threads look up on connections of their own."""
         return self._readers is not None
 
     def own(self) -> Hot:
@@ -85,8 +87,8 @@ class ThreadConnections:
         self._own.hot = None  # type: ignore[union-attr]
 
     def reader(self) -> Hot | None:
-        """PostgreSQL: this thread's own autocommit connection for lookups, opened on first
-        use; None once PG_LOOKUP_CONNECTIONS threads have one (the pool serves the rest)."""
+        """A server database: this thread's own autocommit connection for lookups, opened on
+        first use; None once LOOKUP_CONNECTIONS threads have one (the pool serves the rest)."""
         local = self._readers
         hot = getattr(local, "hot", None)
         pid = os.getpid()
@@ -94,11 +96,14 @@ class ThreadConnections:
             return hot  # type: ignore[no-any-return]
         with self._readers_lock:
             # Open ones of this process: not a forked parent's (kept, unused), not closed ones.
-            if sum(h.pid == pid for h in self.readers) >= PG_LOOKUP_CONNECTIONS:
+            if sum(h.pid == pid for h in self.readers) >= LOOKUP_CONNECTIONS:
                 return None
             conn = self._detached()  # the engine's connect-time settings apply
             try:
-                conn.autocommit = True
+                if self._engine.dialect.name == "postgresql":
+                    conn.autocommit = True  # psycopg: a property
+                else:
+                    conn.autocommit(True)  # PyMySQL: a method (SET autocommit=1)
             except BaseException:
                 conn.close()
                 raise
@@ -129,4 +134,4 @@ class ThreadConnections:
         return hot
 
 
-__all__ = ["PG_LOOKUP_CONNECTIONS", "Hot", "ThreadConnections"]
+__all__ = ["LOOKUP_CONNECTIONS", "Hot", "ThreadConnections"]

@@ -208,7 +208,7 @@ class Ledger:
         conns = self.conns
         if conns.sqlite:
             return self._lookup_on(conns.own(), params)
-        if conns.pg_readers:
+        if conns.lookup_readers:
             read = conns.reader()
             if read is not None:
                 try:
