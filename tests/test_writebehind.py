@@ -216,3 +216,29 @@ def test_a_batch_of_more_answers_than_one_statement_takes_writes_them_all(
         conn.execute("INSERT INTO answer_search(answer_search) VALUES ('integrity-check')")
     finally:
         conn.close()
+
+
+def test_a_read_waits_for_the_batch_the_writer_is_committing(client, api, monkeypatch) -> None:
+    """The writer thread takes a batch off the queue before committing it: a read through
+    the engine in between found nothing queued and ran before the commit (seen on MariaDB:
+    a view read right after a call came back empty)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    ledger = client.ledger
+    real = ledger._record_batch
+    taken = threading.Event()
+
+    def slow(recs):  # type: ignore[no-untyped-def]
+        taken.set()
+        time.sleep(0.3)  # the batch is off the queue, not committed yet
+        real(recs)
+
+    monkeypatch.setattr(ledger, "_record_batch", slow)  # before the writer is made
+    client.send_message(msgs("q"), temperature=0)
+    assert taken.wait(10)
+    assert ledger._writer.pending() == 0  # nothing queued: only the batch in flight
+    with ledger.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM call_log")).scalar() == 1

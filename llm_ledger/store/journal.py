@@ -156,7 +156,13 @@ class Journal(Debounced):
         return self._pending.get(key)
 
     def pending(self) -> int:
+        """Records queued and not taken by a write yet."""
         return len(self._queue)
+
+    def unwritten(self) -> bool:
+        """Anything queued, or a batch being written now (taken off the queue, not yet
+        committed): a reader that wants every record waits for :meth:`flush`."""
+        return bool(self._queue) or self._flushing is not None
 
     def _current(self) -> _Segment:
         if not self._segments or self._segments[-1].size >= self._segment_bytes:

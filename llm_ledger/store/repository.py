@@ -334,8 +334,8 @@ class Ledger:
 
     def _before_read(self, conn: Any) -> None:
         writer = self._writer
-        if writer is not None and writer.pending() and self.pid == os.getpid():
-            writer.flush()
+        if writer is not None and writer.unwritten() and self.pid == os.getpid():
+            writer.flush()  # also waits for a batch the writer thread is committing now
 
     def _record_batch(self, recs: list[CallRecord]) -> None:
         """Journaled records, one transaction; if refused, row by row (spooling what fails).
