@@ -242,3 +242,24 @@ def test_a_read_waits_for_the_batch_the_writer_is_committing(client, api, monkey
     assert ledger._writer.pending() == 0  # nothing queued: only the batch in flight
     with ledger.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM call_log")).scalar() == 1
+
+
+def test_an_embedding_lookup_does_not_write_the_queue_on_the_callers_thread(
+    slow_writer, api, db_path
+) -> None:
+    """Several items are looked up at once on the thread's own connection, like a chat
+    lookup: before, they read through the engine, which wrote every queued record first,
+    on the caller's thread, at each embedding call."""
+    c = slow_writer
+    c.send_message(msgs("q"), temperature=0)
+    first = c.get_embedding(["a", "b"])
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(0,)]  # still queued
+    assert c.ledger._writer.pending() == 2
+    assert c.get_embedding(["b", "a", "c"])[:2] == [first[1], first[0]]  # a, b from the queue
+    assert api.embedding_count == 2  # the second call sent only "c"
+    llm_ledger.flush()
+    assert c.get_embedding(["c", "a"])[1] == first[0]  # now from the tables: a hit
+    assert api.embedding_count == 2
+    llm_ledger.flush()
+    got = _table(db_path, "SELECT cache_status, items_total, items_hit FROM call_log ORDER BY id")
+    assert got == [("miss", None, None), ("miss", 2, 0), ("miss", 3, 2), ("hit", 2, 2)]

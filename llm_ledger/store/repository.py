@@ -205,14 +205,52 @@ class Ledger:
             if found is not None:
                 return found
         params = {"ns": namespace, "h": request_hash, "slot": slot}
+        lookup = self._sql.lookup
+        rows = self._read(lookup.sql, lookup.params(params), one=True)
+        return stored(rows[0]) if rows else None
+
+    def lookup_many(self, namespace: str, hashes: Sequence[str]) -> dict[str, Stored]:
+        """Slot-0 answers for several requests at once (embedding items), on the same
+        connections as :meth:`lookup`: answers still queued come from the queue, and
+        nothing queued is written first."""
+        found: dict[str, Stored] = {}
+        writer = self._writer
+        if writer is not None:
+            for h in hashes:
+                queued = _pending_answer(writer, (namespace, h, 0))
+                if queued is not None:
+                    found[h] = queued
+        wanted = sorted(set(hashes) - set(found))
+        for start in range(0, len(wanted), LOOKUP_MANY_CHUNK):
+            stmt = (
+                select(_ENTRY.c.request_hash, *STORED_COLUMNS)
+                .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
+                .where(
+                    _ENTRY.c.namespace == namespace,
+                    _ENTRY.c.request_hash.in_(wanted[start : start + LOOKUP_MANY_CHUNK]),
+                    _ENTRY.c.slot == 0,
+                )
+            )
+            c = stmt.compile(
+                dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            values = c.params
+            params = [values[n] for n in c.positiontup] if c.positiontup else values
+            for row in self._read(c.string, params):
+                found[row[0]] = stored(row[1:])
+        return found
+
+    def _read(self, sql: str, params: Any, *, one: bool = False) -> list[Any]:
+        """Rows of one SELECT: on this thread's own connection (file SQLite; a server's,
+        up to LOOKUP_CONNECTIONS threads), else a pooled one, outside any transaction."""
         conns = self.conns
         if conns.sqlite:
-            return self._lookup_on(conns.own(), params)
+            return self._read_on(conns.own(), sql, params, one)
         if conns.lookup_readers:
             read = conns.reader()
             if read is not None:
                 try:
-                    return self._lookup_on(read, params)
+                    return self._read_on(read, sql, params, one)
                 except self.errors as exc:  # a dropped connection: once more, from the pool
                     conns.drop_reader(read)
                     # Debug only: if the pool fails too, the pipeline logs ledger.read_failed.
@@ -229,60 +267,20 @@ class Ledger:
                 driver: Any = conn.driver_connection  # psycopg.Connection
                 driver.autocommit = True
                 try:
-                    cur = conn.cursor()
-                    row = self._sql.lookup.run(cur, params).fetchone()
-                    cur.close()
+                    return _fetch(conn.cursor(), sql, params, one)
                 finally:
                     driver.autocommit = False
-            else:
-                cur = conn.cursor()
-                row = self._sql.lookup.run(cur, params).fetchone()
-                cur.close()
-                if self.dialect != "sqlite":
-                    conn.rollback()  # end the read transaction the driver opened
+            rows = _fetch(conn.cursor(), sql, params, one)
+            if self.dialect != "sqlite":
+                conn.rollback()  # end the read transaction the driver opened
+            return rows
         finally:
             conn.close()
-        return stored(row) if row is not None else None
 
-    def _lookup_on(self, hot: connections.Hot, params: dict[str, Any]) -> Stored | None:
-        """One lookup on a thread's own connection (under its lock)."""
+    @staticmethod
+    def _read_on(hot: connections.Hot, sql: str, params: Any, one: bool) -> list[Any]:
         with hot.lock:
-            cur = hot.conn.cursor()
-            try:
-                row = self._sql.lookup.run(cur, params).fetchone()
-            finally:
-                cur.close()
-        return stored(row) if row is not None else None
-
-    def lookup_many(self, namespace: str, hashes: Sequence[str]) -> dict[str, Stored]:
-        """Slot-0 answers for several requests at once (embedding items)."""
-        if not hashes:
-            return {}
-        pending: dict[str, Stored] = {}
-        writer = self._writer
-        if writer is not None:
-            for h in hashes:
-                queued = _pending_answer(writer, (namespace, h, 0))
-                if queued is not None:
-                    pending[h] = queued
-        stmt = (
-            select(_ENTRY.c.request_hash, *STORED_COLUMNS)
-            .join_from(_ENTRY, _RESP, _RESP.c.id == _ENTRY.c.response_id)
-            .where(
-                _ENTRY.c.namespace == namespace,
-                _ENTRY.c.request_hash.in_(sorted(set(hashes))),
-                _ENTRY.c.slot == 0,
-            )
-        )
-        with self.engine.connect() as conn:
-            found = {
-                row[0]: Stored(
-                    row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
-                )
-                for row in conn.execute(stmt)
-            }
-        found.update(pending)
-        return found
+            return _fetch(hot.conn.cursor(), sql, params, one)
 
     def has_call(self, call_uuid: str) -> bool:
         with self.engine.connect() as conn:
@@ -790,6 +788,18 @@ def _response_row(a: Answer, rec: CallRecord, id_: int | None = None) -> dict[st
     }
 
 
+def _fetch(cur: Any, sql: str, params: Any, one: bool) -> list[Any]:
+    try:
+        cur.execute(sql, params)
+        if one:
+            row = cur.fetchone()
+            return [] if row is None else [row]
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+LOOKUP_MANY_CHUNK = 500  # request hashes per IN (...): inside every engine's parameter limit
 RESPONSES_PER_STATEMENT = 200  # x 14 values: inside SQLite's 32,766 bound parameters
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
