@@ -353,7 +353,7 @@ class Ledger:
                     if hits:
                         cur.executemany(insert.sql, hits)
                         hits = []
-                    self._record(cur, rec, recovering=True, response_ids=ids.get(id(rec)))
+                    self._record(cur, rec, recovering=True, written_ids=ids.get(id(rec)))
                 if hits:
                     cur.executemany(insert.sql, hits)
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
@@ -531,30 +531,28 @@ class Ledger:
         rec: CallRecord,
         *,
         recovering: bool = False,
-        response_ids: list[int] | None = None,
+        written_ids: list[int] | None = None,
     ) -> dict[int, Stored]:
         """All of one call's writes, on one DBAPI cursor inside one transaction.
 
         ``recovering``: a spooled call whose caller already got its own answer; if another
         call cached that slot meanwhile, the audit row still names the answer given.
-        ``response_ids``: its request and answer rows are written already, with these ids
-        (a SQLite batch, :meth:`_batch_responses`).
+        ``written_ids``: its request and answer rows are written already, its answers with
+        these ids (a SQLite batch, :meth:`_batch_responses`).
         """
-        st = self._sql
-        if response_ids is None and (rec.served_response_id is None or rec.answers):
+        st, now = self._sql, rec.created_at
+        if written_ids is None and (rec.served_response_id is None or rec.answers):
             # A hit's request row exists already: its cache entry references it.
             st.request_ignore.run_many(cur, _request_rows(rec))
         winners: dict[int, Stored] = {}
-        written = response_ids
-        response_ids = []
+        response_ids: list[int] = []
         for i, a in enumerate(rec.answers):
-            if written is None:
+            if written_ids is None:
                 st.insert_response.run(cur, _response_row(a, rec))
                 rid = st.new_id(cur)
             else:
-                rid = written[i]
+                rid = written_ids[i]
             response_ids.append(rid)
-            now = rec.created_at
             entry = {
                 "namespace": a.namespace,
                 "request_hash": a.request_hash,
