@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -148,6 +149,29 @@ def any_db(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
     else:
         yield server_db(MYSQL_URL, "MariaDB")
     repository.close_all()
+
+
+def completion(content: str = "canned", model: str = "gpt-4o-mini") -> dict[str, Any]:
+    """A chat completion as a plain dict, without usage (a custom client's raw answer)."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
+class CannedClient(llm_ledger.OpenAIClient):
+    """A client whose raw call answers "canned" as a plain dict, without usage."""
+
+    def _raw_model_call(self, model: str, chat_api_params: dict[str, Any]) -> Any:
+        return completion(model=model)
 
 
 def msgs(text: str = "hello there") -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ import llm_ledger
 from llm_ledger import config
 from llm_ledger.testing import FakeOpenAIServer
 
-from .conftest import Sleeps, msgs
+from .conftest import CannedClient, Sleeps, msgs
 
 SEED_NAMES = [
     "OpenAIClient",
@@ -232,22 +232,7 @@ def test_non_terminal_error_from_a_custom_raw_call_is_retried(api, db_path, slee
 
 
 def test_custom_raw_call_can_return_a_plain_dict(db_path) -> None:
-    class Canned(llm_ledger.OpenAIClient):
-        def _raw_model_call(self, model, chat_api_params):
-            return {
-                "id": "x",
-                "object": "chat.completion",
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "canned"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-
-    c = Canned(cache_file_name=str(db_path))
+    c = CannedClient(cache_file_name=str(db_path))
     assert c.send_message(msgs("count these words"), temperature=0) == {
         "role": "assistant",
         "content": "canned",

@@ -23,7 +23,7 @@ from llm_ledger.pricing import CustomPrice, PricingConfig
 from llm_ledger.store import repository, spool
 from llm_ledger.store.db import normalize_url
 
-from .conftest import msgs
+from .conftest import completion, msgs
 
 
 def rows(url: str, sql: str) -> list[tuple]:
@@ -38,16 +38,7 @@ def rows(url: str, sql: str) -> list[tuple]:
 
 def canned(content: str = "canned", **extra: Any) -> dict[str, Any]:
     return {
-        "id": "x",
-        "object": "chat.completion",
-        "model": "gpt-4o-mini",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
+        **completion(content),
         "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
         **extra,
     }

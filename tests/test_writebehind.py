@@ -14,7 +14,7 @@ import llm_ledger
 from llm_ledger import config
 from llm_ledger.store import db, spool
 
-from .conftest import msgs
+from .conftest import CannedClient, msgs
 from .test_secrets import logs  # noqa: F401 -- a fixture
 
 
@@ -63,22 +63,7 @@ def test_a_read_through_the_ledgers_engine_writes_the_queue_first(slow_writer, a
 def test_the_stored_answer_is_what_the_call_returned_even_if_the_caller_edits_it(
     db_path,
 ) -> None:
-    class Canned(llm_ledger.OpenAIClient):
-        def _raw_model_call(self, model, chat_api_params):
-            return {
-                "id": "x",
-                "object": "chat.completion",
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "canned"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-
-    c = Canned(cache_file_name=str(db_path))
+    c = CannedClient(cache_file_name=str(db_path))
     c.ledger._record_writer().interval = 3600
     answer = c.send_message(msgs(), temperature=0)
     answer["content"] = "edited by the caller"  # before the writer stored it
