@@ -57,6 +57,19 @@ class Answer:
     response_text: str | None = field(default=None, repr=False, compare=False)
 
 
+def tagged(value: Any) -> Any:
+    """A value as the spool and the journal write it, the way :meth:`CallRecord.from_json`
+    reads it back: a datetime as ``{"$dt": iso}``, a Decimal as ``{"$dec": str}``, a
+    StoreMode as its value; anything else as it is."""
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$dec": str(value)}
+    if isinstance(value, StoreMode):
+        return value.value
+    return value
+
+
 @dataclass
 class CallRecord:
     """One audit row and whatever the call adds to the cache, written in one transaction."""
@@ -99,17 +112,11 @@ class CallRecord:
 
     def to_json(self) -> dict[str, Any]:
         def conv(value: Any) -> Any:
-            if isinstance(value, datetime):
-                return {"$dt": value.isoformat()}
-            if isinstance(value, Decimal):
-                return {"$dec": str(value)}
-            if isinstance(value, StoreMode):
-                return value.value
             if isinstance(value, dict):
                 return {k: conv(v) for k, v in value.items()}
             if isinstance(value, list):
                 return [conv(v) for v in value]
-            return value
+            return tagged(value)
 
         data: dict[str, Any] = conv(dataclasses.asdict(self))
         del data["request_text"]  # derived from ``request``; the spool keeps it once

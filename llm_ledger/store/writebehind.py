@@ -26,13 +26,12 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..keys import canonical_json
 from ..policy import StoreMode
-from ..records import Answer, CallRecord, Stored
+from ..records import Answer, CallRecord, Stored, tagged
 from .journal import Journal
 
 DEFAULT_INTERVAL_S = 0.02
@@ -108,12 +107,10 @@ def journal_line(rec: CallRecord) -> str:
     del data["request_text"], data["answers"]
     if rec.request_text is not None:
         del data["request"]
-    data["created_at"] = {"$dt": rec.created_at.isoformat()}
+    data["created_at"] = tagged(rec.created_at)
     data["usage"] = rec.usage.__dict__
-    if rec.cost_usd is not None:
-        data["cost_usd"] = {"$dec": str(rec.cost_usd)}
-    if rec.saved_usd is not None:
-        data["saved_usd"] = {"$dec": str(rec.saved_usd)}
+    data["cost_usd"] = tagged(rec.cost_usd)
+    data["saved_usd"] = tagged(rec.saved_usd)
     line = _encode(data)[:-1]
     if rec.request_text is not None:
         line += ',"request":' + rec.request_text
@@ -131,12 +128,10 @@ def journal_line(rec: CallRecord) -> str:
 
 
 def json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$dt": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"$dec": str(value)}
-    if isinstance(value, Enum):
-        return value.value
+    """What the encoder cannot write itself: an answer's dates, decimals and store mode
+    (:func:`records.tagged`), and its usage (a dataclass)."""
+    if isinstance(value, (datetime, Decimal, StoreMode)):
+        return tagged(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
