@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import zlib
@@ -574,6 +575,8 @@ def import_bundle(
 
 COPY_CACHE_KIB = 16384
 """SQLite page cache of a copy's target connection (the default is 2 MiB)."""
+ATTACHED_COPY_CACHE_KIB = 2048
+"""The same when the copy runs inside SQLite (INSERT ... SELECT from the attached source)."""
 _SOURCE = "llm_ledger_copy_source"
 """The schema name an SQLite source is attached under on the target's connection."""
 
@@ -606,11 +609,14 @@ def copy_ledger(
         started = time.perf_counter()
         try:
             with bulk.snapshot(src.engine) as read, target.engine.connect() as write:
+                rollback_journal = _rollback_journal(target, write)
                 try:
                     with write.begin():
                         merger = _copy(src, target, read, write, batch_size, progress)
                 finally:
                     _detach(write)  # after the transaction: SQLite cannot detach inside one
+                    if rollback_journal:
+                        write.connection.driver_connection.execute("PRAGMA journal_mode = WAL")
         finally:
             target.close()
     result = merger.result.as_dict()
@@ -623,6 +629,33 @@ def copy_ledger(
         seconds=result["seconds"],
     )
     return result
+
+
+def _rollback_journal(target: Ledger, write: Any) -> bool:
+    """An SQLite target leaves WAL for a rollback journal for the copy; True if it did.
+
+    In WAL one transaction writes every page twice (the log, then the checkpoint), and
+    the log's index, mapped in memory, grows with the transaction: ~6 MB for a million
+    calls. A rollback journal keeps only pages that existed before, none for a new file,
+    and the commit syncs it (``synchronous = FULL``): still all or nothing, a crash is
+    rolled back at the next open. WAL comes back after the copy, and at every open. If
+    another connection has the file open the switch is refused, and the copy runs in WAL.
+    """
+    if target.dialect != "sqlite" or db.sqlite_path(target.url) is None:
+        return False
+    target.engine.pool.dispose()  # the schema check's idle connections would refuse it
+    raw = write.connection.driver_connection  # outside SQLAlchemy's transaction: none is open
+    raw.execute("PRAGMA busy_timeout = 0")  # held open elsewhere: say so now, not in 30 s
+    try:
+        (mode,) = raw.execute("PRAGMA journal_mode = TRUNCATE").fetchone()
+    except sqlite3.OperationalError:  # "database is locked"
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {db.SQLITE_BUSY_TIMEOUT_MS}")
+    if str(mode).lower() != "truncate":
+        return False
+    raw.execute("PRAGMA synchronous = FULL")
+    return True
 
 
 def _copy(
@@ -656,6 +689,9 @@ def _copy(
         # Attached inside the transaction: the source is read from one snapshot, taken at
         # its first read and held to the end, and never locked against its writers.
         write.exec_driver_sql(f"ATTACH DATABASE ? AS {_SOURCE}", (str(source_file),))
+        # Rows go in by key order, indexes are built at the end: no page is rewritten, so
+        # SQLite's default cache does (a larger one only grows the peak with the ledger).
+        write.exec_driver_sql(f"PRAGMA main.cache_size = -{ATTACHED_COPY_CACHE_KIB}")
         steps = [
             (functools.partial(_read_attached, write, table), write_batch)
             for table, (_, write_batch) in zip(ATTACHED_TABLES, steps, strict=True)

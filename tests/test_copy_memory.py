@@ -3,6 +3,9 @@ holding rows it is still a merge (tests/test_transfer.py has the merge's own tes
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +234,84 @@ def test_a_failed_copy_into_an_empty_sqlite_ledger_leaves_it_empty_with_its_inde
 
     assert indexes(target) == before
     assert {k: len(v) for k, v in rows(target).items()} == dict.fromkeys(TABLES, 0)
+
+
+def _journal_mode_during_copy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The target connection's journal mode, as the copy's transaction begins."""
+    seen: list[str] = []
+    real = transfer._copy
+
+    def spy(src: Any, target: Any, read: Any, write: Any, *rest: Any) -> Any:
+        raw = write.connection.driver_connection
+        seen.append(raw.execute("PRAGMA journal_mode").fetchone()[0])
+        return real(src, target, read, write, *rest)
+
+    monkeypatch.setattr(transfer, "_copy", spy)
+    return seen
+
+
+def _file_mode(path: str) -> str:
+    """What the file's header says (bytes 18-19: 2 is WAL, 1 a rollback journal)."""
+    header = Path(path).read_bytes()[:20]
+    return {1: "rollback", 2: "wal"}[header[18]]
+
+
+def test_a_copy_into_a_new_sqlite_file_uses_a_rollback_journal_then_is_wal_again(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In WAL the copy's one transaction wrote every page twice and grew the log's index
+    # with the ledger (~6 MB of mapped memory per million calls, docs/benchmarks.md).
+    target = str(tmp_path / "copy.db")
+    seen = _journal_mode_during_copy(monkeypatch)
+
+    transfer.copy_ledger(source, target)
+
+    assert seen == ["truncate"]
+    assert _file_mode(target) == "wal"
+    assert not Path(target + "-journal").exists() or Path(target + "-journal").stat().st_size == 0
+    assert ids(target) == ids(source)
+    raw = sqlite3.connect(target)
+    assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    raw.close()
+
+
+def test_a_copy_into_a_sqlite_file_another_connection_holds_open_runs_in_wal(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = str(tmp_path / "copy.db")
+    repository.Ledger(target).close()
+    other = sqlite3.connect(target)  # someone reading the new file: the switch is refused
+    assert other.execute("SELECT count(*) FROM call_log").fetchone() == (0,)
+    seen = _journal_mode_during_copy(monkeypatch)
+
+    transfer.copy_ledger(source, target)
+
+    assert seen == ["wal"]
+    assert other.execute("SELECT count(*) FROM call_log").fetchone() == (SOURCE_ROWS["call_log"],)
+    other.close()
+    assert _file_mode(target) == "wal"
+    assert ids(target) == ids(source)
+
+
+KILLED_COPY = """
+import os, sys
+from llm_ledger import bulk, transfer
+def die(self, rows):  # requests, responses and entries are in: the calls never are
+    os._exit(9)
+bulk.Merger._calls_verbatim = die
+transfer.copy_ledger(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_copy_killed_midway_is_rolled_back_at_the_next_open(source: str, tmp_path: Path) -> None:
+    target = str(tmp_path / "copy.db")
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_COPY, source, target], capture_output=True, timeout=120
+    )
+    assert done.returncode == 9, done.stderr.decode()[-2000:]
+    assert Path(target + "-journal").stat().st_size > 0  # a hot journal, left by the kill
+
+    assert {k: len(v) for k, v in rows(target).items()} == dict.fromkeys(TABLES, 0)
+    assert _file_mode(target) == "wal"
+    transfer.copy_ledger(source, target)  # and the copy can be made again
+    assert ids(target) == ids(source)
