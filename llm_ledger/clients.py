@@ -23,10 +23,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 import openai
-import openai.resources.chat.completions  # noqa: F401 -- the SDK loads these on first use;
-import openai.resources.embeddings  # noqa: F401 -- importing them here keeps that off a call
 
-from . import api, calls, flight, keys, pickles, pricing, shaping, structured, tokens
+# The SDK loads its resource classes (and their response models) on first use, ~160 ms
+# that would land on the first call. The classes, not their packages: from openai 2.x
+# on a package's __init__ is lazy too, and importing it loads nothing.
+from openai.resources.chat import Chat as _Chat  # noqa: F401
+from openai.resources.chat.completions import Completions as _Completions  # noqa: F401
+from openai.resources.embeddings import Embeddings as _Embeddings  # noqa: F401
+
+from . import api, calls, flight, keys, pickles, pricing, shaping, structured, tokens, warmup
 from . import config as cfg
 from .calls import Redactor, positive
 from .coststats import CostStats, format_stats
@@ -114,6 +119,11 @@ class OpenAIClient:
     @client.setter
     def client(self, value: Any) -> None:
         self._client = value
+
+    def prepare(self, model: str | None = None) -> dict[str, float]:
+        """Do the process's one-time work now (SDK client, ledger, journal, prices, models),
+        so the first call is as fast as the next; milliseconds per step (warmup.py)."""
+        return warmup.prepare(self, model)
 
     def set_api_cache(self, cache_api_calls: bool, cache_file_name: str | None = None) -> None:
         self._cache_api_calls = cfg._coerce("cache_api_calls", cache_api_calls)

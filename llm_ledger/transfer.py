@@ -616,7 +616,8 @@ def copy_ledger(
                 finally:
                     _detach(write)  # after the transaction: SQLite cannot detach inside one
                     if rollback_journal:
-                        write.connection.driver_connection.execute("PRAGMA journal_mode = WAL")
+                        raw: Any = write.connection.driver_connection
+                        raw.execute("PRAGMA journal_mode = WAL")
         finally:
             target.close()
     result = merger.result.as_dict()

@@ -196,6 +196,13 @@ class Ledger:
                 self.checkpointer.close()
         self.engine.dispose()
 
+    def prepare(self, namespace: str = "") -> None:
+        """Open now what this thread's first call would: its lookup connection (with the
+        lookup statement prepared on it) and the journal with its writer thread."""
+        self.lookup(namespace, "0" * 64)
+        if self.journaled:
+            self._record_writer()
+
     # --- reads --------------------------------------------------------------
 
     def lookup(self, namespace: str, request_hash: str, slot: int = 0) -> Stored | None:

@@ -1,0 +1,108 @@
+"""``client.prepare()`` (warmup.py): the process's one-time work, done when asked, with no
+API request, and nothing opened that the client's settings do not use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+import llm_ledger
+from llm_ledger import ConfigError, OpenAIClient
+from llm_ledger.store import db
+from llm_ledger.store.models import Base
+from llm_ledger.testing import FakeOpenAIServer
+
+from .conftest import msgs
+
+LOG = Base.metadata.tables["call_log"]
+ALL_STEPS = ["ledger", "sdk_client", "sdk_headers", "sdk_models", "prices", "tokenizer"]
+
+
+def calls_in(path: Path) -> int:
+    llm_ledger.flush()
+    engine = db.make_engine(str(path))
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(LOG)).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def test_prepare_opens_the_ledger_journal_and_sdk_client_without_a_request(
+    api: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "ledger.db"
+    client = OpenAIClient(cache_file_name=str(path))
+
+    steps = client.prepare()
+
+    assert list(steps) == ALL_STEPS
+    assert all(isinstance(ms, float) and ms >= 0 for ms in steps.values())
+    assert api.request_count == 0
+    assert client._client is not None  # the SDK client, built from the environment
+    assert client.ledger._writer is not None  # the journal's writer, ready
+    assert calls_in(path) == 0  # nothing recorded: no call was made
+    # And the calls after it are calls as before: a miss, then a hit.
+    first = client.send_message(msgs("prepared"), temperature=0.0)
+    again = client.send_message(msgs("prepared"), temperature=0.0)
+    assert first == again and first is not None
+    assert api.chat_count == 1
+    assert calls_in(path) == 2
+
+
+def test_prepare_in_replay_mode_needs_no_key_and_builds_no_sdk_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = OpenAIClient(cache_file_name=str(tmp_path / "ledger.db"), mode="replay")
+
+    steps = client.prepare()
+
+    assert list(steps) == ["ledger", "sdk_models", "prices", "tokenizer"]
+    assert client._client is None
+
+
+def test_prepare_without_a_key_says_so_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = OpenAIClient(cache_file_name=str(tmp_path / "ledger.db"))
+
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set; export it"):
+        client.prepare()
+
+
+def test_prepare_opens_no_ledger_when_nothing_is_cached_or_recorded(
+    api: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "ledger.db"
+    client = OpenAIClient(cache_api_calls=False, cache_file_name=str(path), record_calls=False)
+
+    steps = client.prepare()
+
+    assert list(steps) == ALL_STEPS[1:]
+    assert not path.exists()
+    assert api.request_count == 0
+
+
+def test_the_sdk_resource_classes_a_call_uses_are_imported_with_the_client() -> None:
+    # openai 2.x+ made its resource packages lazy: `import openai.resources.chat.completions`
+    # loaded nothing, and the first call imported the chat module and built its models.
+    code = """
+    import json, sys
+    import llm_ledger.clients
+    import openai
+    sdk = openai.OpenAI(api_key="sk-not-used", base_url="http://127.0.0.1:9")
+    before = set(sys.modules)
+    sdk.chat.completions, sdk.embeddings
+    print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("openai"))))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == []
