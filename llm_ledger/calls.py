@@ -335,7 +335,8 @@ def before_attempts(ctx: Context, call: Call, seen: Seen) -> Pending:
         ctx.ledger().check_writable()
     budgets = current_scope().budgets
     reserved = _reserve(ctx, call, rec, budgets, send) if budgets else Decimal(0)
-    if ctx.endpoint_host() is not None:  # the SDK client exists: the request goes out now
+    # The SDK client exists: the request goes out now. (The settings are read only then.)
+    if not pricing.load_started() and ctx.endpoint_host() is not None:
         pricing.load_in_background(call.request.model, ctx.pricing_config())
     return Pending(seen, send, budgets, reserved)
 

@@ -132,12 +132,17 @@ _warm_lock = threading.Lock()
 _warming: dict[int, threading.Thread] = {}  # by pid: a forked child loads its own
 
 
+def load_started() -> bool:
+    """Whether genai-prices' table is loaded, or loading, in this process."""
+    return bool(_bundled_snapshot.cache_info().currsize) or os.getpid() in _warming
+
+
 def load_in_background(model: str | None = None, config: PricingConfig | None = None) -> None:
     """Start loading genai-prices' table on a daemon thread, if it is not loaded (and
     ``model``, if given, is not custom-priced): called as a call goes out, so the ~130 ms
     load overlaps the wait for the API's answer instead of following it. The thread ends
     once it is loaded; once per process."""
-    if _bundled_snapshot.cache_info().currsize or os.getpid() in _warming:
+    if load_started():
         return
     if model is not None and config is not None:
         if any(name in config.custom_prices for name in _candidate_names(model, config)):
