@@ -184,7 +184,7 @@ def test_a_batch_of_more_answers_than_one_statement_takes_writes_them_all(
     """250 answers in one call: two statements (200 + 50), ids 1..250 in input order."""
     from llm_ledger.store import repository
 
-    items = [f"item {i}" for i in range(repository.RESPONSES_PER_STATEMENT + 50)]
+    items = [f"item {i}" for i in range(repository.ROWS_PER_STATEMENT + 50)]
     vectors = slow_writer.get_embedding(items)
     llm_ledger.flush()
     n = len(items)
@@ -248,3 +248,36 @@ def test_an_embedding_lookup_does_not_write_the_queue_on_the_callers_thread(
     llm_ledger.flush()
     got = _table(db_path, "SELECT cache_status, items_total, items_hit FROM call_log ORDER BY id")
     assert got == [("miss", None, None), ("miss", 2, 0), ("miss", 3, 2), ("hit", 2, 2)]
+
+
+@pytest.mark.parametrize("max_variables", [32_766, 999])  # SQLite 3.32+, and before
+def test_a_batch_of_plain_hits_goes_in_as_few_statements_as_sqlite_allows(
+    slow_writer, api, db_path, monkeypatch, max_variables
+) -> None:
+    """Each statement is a GIL handoff while the write lock is held (every other process's
+    writer waits): 450 hit rows went in as 450 executions, now 200 + 200 + 50."""
+    from llm_ledger.store import connections, repository
+
+    monkeypatch.setattr(repository, "SQLITE_MAX_VARIABLES", max_variables)
+    slow_writer.send_message(msgs("the question"), temperature=0)
+    llm_ledger.flush()
+    statements: list[str] = []
+    real = connections.begin_write
+
+    def traced(conn, timeout_ms):
+        conn.set_trace_callback(statements.append)
+        real(conn, timeout_ms)
+
+    monkeypatch.setattr(connections, "begin_write", traced)
+    for _ in range(450):
+        slow_writer.send_message(msgs("the question"), temperature=0)
+    llm_ledger.flush()
+
+    columns = len(slow_writer.ledger._sql.insert_call.names)
+    per = min(repository.ROWS_PER_STATEMENT, max_variables // columns)
+    inserts = [s for s in statements if s.startswith("INSERT INTO call_log")]
+    assert len(inserts) == -(-450 // per)  # 3 with SQLite 3.32+, 17 before
+    rows = _table(db_path, "SELECT id, cache_status, response_id FROM call_log ORDER BY id")
+    assert rows == [(1, "miss", 1)] + [(i, "hit", 1) for i in range(2, 452)]
+    uuids = _table(db_path, "SELECT count(DISTINCT call_uuid) FROM call_log")
+    assert uuids == [(451,)]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -27,6 +29,42 @@ from ..process import state as _process
 
 LOOKUP_CONNECTIONS = 8  # per ledger and process, besides the pool (default 5 + 10)
 _SERVERS = ("postgresql", "mysql", "mariadb")
+WRITE_LOCK_WAITS_S = (0.0001, 0.002)  # begin_write: the first wait between tries, the longest
+_SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY (a name from Python 3.11 on)
+
+
+def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
+    """``BEGIN IMMEDIATE`` on a thread's own SQLite connection, waiting for the write lock
+    in short sleeps, for up to ``timeout_ms`` as before.
+
+    SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ... 100 ms between its tries, so
+    with several processes' writers taking turns the lock sat free while they slept (4
+    processes x 4 threads: each writer waited ~0.6 s per 1,000 calls, for ~0.06 s of work).
+    Here a try every 0.1 ms at first, doubling to 2 ms. The lock taken at BEGIN, nothing in
+    the transaction waits again: in WAL, readers never hold up a writer.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        wait, deadline = WRITE_LOCK_WAITS_S[0], time.monotonic() + timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if not _busy(exc) or left <= 0:
+                    raise
+                time.sleep(min(wait, left))
+                wait = min(wait * 2, WRITE_LOCK_WAITS_S[1])
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_BUSY)
+    return "database is locked" in str(exc)
 
 
 class Hot:
@@ -134,4 +172,4 @@ class ThreadConnections:
         return hot
 
 
-__all__ = ["LOOKUP_CONNECTIONS", "Hot", "ThreadConnections"]
+__all__ = ["LOOKUP_CONNECTIONS", "Hot", "ThreadConnections", "begin_write"]

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ class _Statements:
         self.insert_response = Compiled(insert_response, dialect, _RESP_COLUMNS)
         # SQLite, a writer's batch: responses with the ids given, many rows per statement.
         self.insert_response_ids = Compiled(insert(_RESP), dialect, ["id", *_RESP_COLUMNS])
-        self._many: dict[int, str] = {}
+        self._many: dict[tuple[str, int], str] = {}
         self.entry_ignore = Compiled(
             insert_ignore(dialect, _ENTRY, _ENTRY_KEYS), dialect, _ENTRY_COLUMNS
         )
@@ -107,13 +108,23 @@ class _Statements:
     def new_id(self, cur: Any) -> int:
         return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
 
-    def responses_many_sql(self, n: int) -> str:
-        """``insert_response_ids`` for ``n`` rows in one statement (SQLite)."""
-        sql = self._many.get(n)
+    def many_sql(self, single: str, n: int) -> str:
+        """A one-row ``INSERT ... VALUES (?, ...)`` for ``n`` rows in one statement (SQLite)."""
+        sql = self._many.get((single, n))
         if sql is None:
-            head, _, group = self.insert_response_ids.sql.partition(" VALUES ")
-            sql = self._many[n] = f"{head} VALUES {', '.join([group] * n)}"
+            head, _, group = single.partition(" VALUES ")
+            sql = self._many[(single, n)] = f"{head} VALUES {', '.join([group] * n)}"
         return sql
+
+    def run_rows(self, cur: Any, single: str, rows: list[Any]) -> None:
+        """SQLite: ``rows`` (positional) through ``single``, as few statements as SQLite's
+        bound-parameter limit allows, at most ROWS_PER_STATEMENT rows each, in order."""
+        if not rows:
+            return
+        per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(rows[0])))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            cur.execute(self.many_sql(single, len(chunk)), [v for r in chunk for v in r])
 
 
 class Ledger:
@@ -349,20 +360,27 @@ class Ledger:
         process's entry, and the audit row names the answer this call gave (``recovering``).
         """
         insert = self._sql.insert_call
+        sqlite = self.dialect == "sqlite"
+        # Consecutive plain hit rows go in together, in order; their values are built
+        # before the write lock is taken (every other process's writer waits for it).
+        steps: list[Any] = []  # a CallRecord, or a list of hit rows' values
         try:
+            for rec in recs:
+                if rec.served_response_id is not None and not rec.answers and not rec.tags:
+                    if not steps or not isinstance(steps[-1], list):
+                        steps.append([])
+                    steps[-1].append(insert.record_params(rec, rec.served_response_id))
+                else:
+                    steps.append(rec)
             with self._transaction() as cur:
-                ids = self._batch_responses(cur, recs) if self.dialect == "sqlite" else {}
-                hits: list[Any] = []  # consecutive plain hit rows: one executemany, in order
-                for rec in recs:
-                    if rec.served_response_id is not None and not rec.answers and not rec.tags:
-                        hits.append(insert.record_params(rec, rec.served_response_id))
-                        continue
-                    if hits:
-                        cur.executemany(insert.sql, hits)
-                        hits = []
-                    self._record(cur, rec, recovering=True, written_ids=ids.get(id(rec)))
-                if hits:
-                    cur.executemany(insert.sql, hits)
+                ids = self._batch_responses(cur, recs) if sqlite else {}
+                for step in steps:
+                    if not isinstance(step, list):
+                        self._record(cur, step, recovering=True, written_ids=ids.get(id(step)))
+                    elif sqlite:  # one statement per 200 rows: one GIL handoff, not 200
+                        self._sql.run_rows(cur, insert.sql, step)
+                    else:
+                        cur.executemany(insert.sql, step)
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
@@ -391,9 +409,7 @@ class Ledger:
                 base += 1
                 mine.append(base)
                 rows.append(self._sql.insert_response_ids.params(_response_row(a, rec, base)))
-        for start in range(0, len(rows), RESPONSES_PER_STATEMENT):
-            chunk = rows[start : start + RESPONSES_PER_STATEMENT]
-            cur.execute(self._sql.responses_many_sql(len(chunk)), [v for r in chunk for v in r])
+        self._sql.run_rows(cur, self._sql.insert_response_ids.sql, rows)
         return ids
 
     def _journal_batch(self, records: list[dict[str, Any]]) -> None:
@@ -611,6 +627,7 @@ class Ledger:
                 conn = hot.conn
                 cur = conn.cursor()
                 try:
+                    connections.begin_write(conn, db.SQLITE_BUSY_TIMEOUT_MS)
                     yield cur
                     conn.commit()
                 except BaseException:
@@ -805,7 +822,9 @@ def _fetch(cur: Any, sql: str, params: Any, one: bool) -> list[Any]:
 
 
 LOOKUP_MANY_CHUNK = 500  # request hashes per IN (...): inside every engine's parameter limit
-RESPONSES_PER_STATEMENT = 200  # x 14 values: inside SQLite's 32,766 bound parameters
+ROWS_PER_STATEMENT = 200  # a writer's batch on SQLite: rows per multi-row INSERT, at most
+# SQLite's bound-parameter limit: 32,766 from 3.32, 999 before (ROWS_PER_STATEMENT keeps under it)
+SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
 
