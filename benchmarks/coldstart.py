@@ -15,7 +15,8 @@ of them alike:
   ``send_message`` against the server answering each call after 300 ms, as a real API
   might: what a one-time load that overlaps the wait (the price table) still costs. And
   ``send_message`` to the test kit after ``client.prepare()`` (timed on its own), which
-  does the one-time work when asked.
+  does the one-time work when asked, and after ``client.prepare(connect=True)``, which
+  opens the HTTP connection too (``GET /models``, which the server does not count).
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ from llm_ledger import OpenAIClient
 from llm_ledger.store import repository
 client = OpenAIClient(cache_file_name=sys.argv[1])
 prepare_ms = None
-if kind == "chat_prepared":  # the one-time work done when asked, before the timed call
-    a = time.perf_counter(); client.prepare(); prepare_ms = (time.perf_counter() - a) * 1e3
+if kind.startswith("chat_prepared"):  # the one-time work done when asked, before the call
+    a = time.perf_counter()
+    client.prepare(connect=kind == "chat_prepared_connect")
+    prepare_ms = (time.perf_counter() - a) * 1e3
 
 def call(i):
     text = f"cold start {run} request {i}"
@@ -143,7 +146,7 @@ def measure(runs: int = 10) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="llm_ledger_cold-") as tmp:
         db = str(Path(tmp) / "ledger.db")
         _json([PYTHON, "-c", FIRST_CALL, db, "chat", "setup"])  # create + migrate, untimed
-        for kind in ("chat", "embedding", "chat_300ms", "chat_prepared"):
+        for kind in ("chat", "embedding", "chat_300ms", "chat_prepared", "chat_prepared_connect"):
             calls = [
                 _json([PYTHON, "-c", FIRST_CALL, db, kind, f"{kind}{r}", SLOW_SERVER])
                 for r in range(runs)
@@ -157,8 +160,8 @@ def measure(runs: int = 10) -> dict[str, Any]:
             out[f"first_{kind}_ms"] = first
             out[f"warm_{kind}_ms"] = warm
             out[f"first_{kind}_ratio"] = round(first / warm, 2)
-            if kind == "chat_prepared":
-                out["prepare_ms"] = _median([c["prepare_ms"] for c in calls])
+            if kind.startswith("chat_prepared"):
+                out[f"{kind}_prepare_ms"] = _median([c["prepare_ms"] for c in calls])
     out["runs"] = runs
     return out
 
@@ -180,9 +183,12 @@ def rows(cold: dict[str, Any]) -> str:
         ("warm get_embedding", "warm_embedding_ms", None),
         ("first send_message, server answering in 300 ms", "first_chat_300ms_ms", "first_chat_300ms_ratio"),
         ("warm send_message, server answering in 300 ms", "warm_chat_300ms_ms", None),
-        ("client.prepare(), after construction", "prepare_ms", None),
+        ("client.prepare(), after construction", "chat_prepared_prepare_ms", None),
         ("first send_message after client.prepare(), test-kit server", "first_chat_prepared_ms", "first_chat_prepared_ratio"),
         ("warm send_message after it", "warm_chat_prepared_ms", None),
+        ("client.prepare(connect=True): also GET /models", "chat_prepared_connect_prepare_ms", None),
+        ("first send_message after it, test-kit server", "first_chat_prepared_connect_ms", "first_chat_prepared_connect_ratio"),
+        ("warm send_message after it", "warm_chat_prepared_connect_ms", None),
     ]  # fmt: skip
     for label, key, ratio in items:
         r = cold.get(ratio) if ratio else None

@@ -224,6 +224,7 @@ def coldstart_targets(cold: dict[str, Any] | None) -> list[dict[str, Any]]:
         _target("first token count in a fresh process <= 100 ms", cold["first_count_ms"], "<=", 100),
         _target("first call to the test-kit server <= 1.5x a warm call", cold["first_chat_ratio"], "<=", 1.5),
         _target("the same after client.prepare() (not the target's own terms)", cold.get("first_chat_prepared_ratio"), "<=", 1.5),
+        _target("the same after client.prepare(connect=True) (not the target's own terms)", cold.get("first_chat_prepared_connect_ratio"), "<=", 1.5),
     ]  # fmt: skip
 
 

@@ -120,10 +120,11 @@ class OpenAIClient:
     def client(self, value: Any) -> None:
         self._client = value
 
-    def prepare(self, model: str | None = None) -> dict[str, float]:
-        """Do the process's one-time work now (SDK client, ledger, journal, prices, models),
-        so the first call is as fast as the next; milliseconds per step (warmup.py)."""
-        return warmup.prepare(self, model)
+    def prepare(self, model: str | None = None, *, connect: bool = False) -> dict[str, float]:
+        """Do the process's one-time work now (SDK client, ledger, journal, prices, models;
+        ``connect=True``: the HTTP connection too, with a free ``GET /models``), so the
+        first call is as fast as the next; milliseconds per step (warmup.py)."""
+        return warmup.prepare(self, model, connect=connect)
 
     def set_api_cache(self, cache_api_calls: bool, cache_file_name: str | None = None) -> None:
         self._cache_api_calls = cfg._coerce("cache_api_calls", cache_api_calls)

@@ -6,9 +6,11 @@ context, ~50 ms), the SDK's platform headers (``platform.platform()`` runs ``una
 in a subprocess, ~10-100 ms), pydantic building the SDK's response models (~20 ms), the
 ledger opened and migrated-or-checked, its journal and writer thread, the price table
 (~130 ms, otherwise loaded on a daemon thread while the first request is out) and the
-model's price, and the tokenizer (only a budget needs it). A service that wants its first
-request answered as fast as the next calls ``prepare()`` at start-up; nothing else does:
-constructing a client stays free (TinyTroupe builds three at import).
+model's price, and the tokenizer (only a budget needs it); and the HTTP connection (against
+a real API a TCP and TLS handshake, ~100 ms or more), opened only with ``connect=True``.
+A service that wants its first request answered as fast as the next calls ``prepare()``
+at start-up; nothing else does: constructing a client stays free (TinyTroupe builds
+three at import).
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ def _sdk_models() -> None:
     )
 
 
-def prepare(client: Any, model: str | None = None) -> dict[str, float]:
+def prepare(client: Any, model: str | None = None, *, connect: bool = False) -> dict[str, float]:
     """Do ``client``'s one-time work now; milliseconds per step, in the order taken.
 
     Raises what the first call would for a missing API key (``ConfigError``), unless the
-    client is in replay mode (it never builds an SDK client then).
+    client is in replay mode (it never builds an SDK client then). ``connect=True`` also
+    opens the HTTP connection the first call will use, with ``GET /models`` (no tokens, no
+    cost, not a ledger call): a new connection is a TCP and TLS handshake, the largest
+    one-time cost against a real API. Its error, if the API refuses it (a bad key), is
+    the SDK's, raised as is.
     """
     settings = client._settings()
     model = model or settings.model
@@ -85,6 +91,8 @@ def prepare(client: Any, model: str | None = None) -> dict[str, float]:
     if options.mode != "replay":
         timed("sdk_client", lambda: client.client)
         timed("sdk_headers", lambda: client.client.default_headers)
+        if connect:
+            timed("connect", lambda: client.client.models.list())
     timed("sdk_models", _sdk_models)
     config = client.pricing_config or pricing.config_from_env()
     timed(

@@ -106,3 +106,19 @@ def test_the_sdk_resource_classes_a_call_uses_are_imported_with_the_client() -> 
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
     )
     assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def test_prepare_connect_opens_the_connection_with_a_free_models_request(
+    api: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "ledger.db"
+    client = OpenAIClient(cache_file_name=str(path))
+
+    steps = client.prepare(connect=True)
+
+    assert list(steps) == [*ALL_STEPS[:3], "connect", *ALL_STEPS[3:]]
+    assert api.request_count == 1  # GET /v1/models
+    assert api.chat_count == 0 and api.embedding_count == 0
+    assert calls_in(path) == 0  # not an LLM call: nothing in the ledger
+    assert client.send_message(msgs("after connect"), temperature=0.0) is not None
+    assert api.request_count == 2
