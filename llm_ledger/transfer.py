@@ -617,7 +617,10 @@ def copy_ledger(
                     _detach(write)  # after the transaction: SQLite cannot detach inside one
                     if rollback_journal:
                         raw: Any = write.connection.driver_connection
-                        raw.execute("PRAGMA journal_mode = WAL")
+                        # Refused only if another connection reads it right now: then the
+                        # next open switches it (every connection asks for WAL at open).
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            raw.execute("PRAGMA journal_mode = WAL")
         finally:
             target.close()
     result = merger.result.as_dict()
