@@ -20,7 +20,7 @@ import llm_ledger
 from llm_ledger import config, pricing, process
 from llm_ledger.flight import SlotCounter
 from llm_ledger.pricing import CustomPrice, PricingConfig
-from llm_ledger.store import repository, spool
+from llm_ledger.store import spool, statements
 from llm_ledger.store.db import normalize_url
 
 from .conftest import completion, msgs
@@ -70,10 +70,11 @@ def test_an_answer_the_ledger_cannot_serialise_is_spooled_not_lost(any_db: str) 
 def test_a_bug_while_recording_spools_the_answer(
     api, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def forgotten_key(self, cur, rec, *, recovering=False):
+    def forgotten_key(self, rec, response_id):
         raise KeyError("cost_usd")
 
-    monkeypatch.setattr(repository.Ledger, "_record", forgotten_key)
+    # Every audit row's values pass here, in a writer's batch or alone.
+    monkeypatch.setattr(statements.CallInsert, "record_params", forgotten_key)
     c = llm_ledger.OpenAIClient(cache_file_name=str(db_path))
     assert c.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"
     llm_ledger.flush()  # the writer's batch fails, then the row alone: spooled

@@ -250,17 +250,10 @@ def test_an_embedding_lookup_does_not_write_the_queue_on_the_callers_thread(
     assert got == [("miss", None, None), ("miss", 2, 0), ("miss", 3, 2), ("hit", 2, 2)]
 
 
-@pytest.mark.parametrize("max_variables", [32_766, 999])  # SQLite 3.32+, and before
-def test_a_batch_of_plain_hits_goes_in_as_few_statements_as_sqlite_allows(
-    slow_writer, api, db_path, monkeypatch, max_variables
-) -> None:
-    """Each statement is a GIL handoff while the write lock is held (every other process's
-    writer waits): 450 hit rows went in as 450 executions, now 200 + 200 + 50."""
-    from llm_ledger.store import connections, repository
+def _traced_batches(monkeypatch) -> list[str]:
+    """Every statement the writer's transactions run (set on the connection at BEGIN)."""
+    from llm_ledger.store import connections
 
-    monkeypatch.setattr(repository, "SQLITE_MAX_VARIABLES", max_variables)
-    slow_writer.send_message(msgs("the question"), temperature=0)
-    llm_ledger.flush()
     statements: list[str] = []
     real = connections.begin_write
 
@@ -269,6 +262,21 @@ def test_a_batch_of_plain_hits_goes_in_as_few_statements_as_sqlite_allows(
         real(conn, timeout_ms)
 
     monkeypatch.setattr(connections, "begin_write", traced)
+    return statements
+
+
+@pytest.mark.parametrize("max_variables", [32_766, 999])  # SQLite 3.32+, and before
+def test_a_batch_of_plain_hits_goes_in_as_few_statements_as_sqlite_allows(
+    slow_writer, api, db_path, monkeypatch, max_variables
+) -> None:
+    """Each statement is a GIL handoff while the write lock is held (every other process's
+    writer waits): 450 hit rows went in as 450 executions, now 200 + 200 + 50."""
+    from llm_ledger.store import repository
+
+    monkeypatch.setattr(repository, "SQLITE_MAX_VARIABLES", max_variables)
+    slow_writer.send_message(msgs("the question"), temperature=0)
+    llm_ledger.flush()
+    statements = _traced_batches(monkeypatch)
     for _ in range(450):
         slow_writer.send_message(msgs("the question"), temperature=0)
     llm_ledger.flush()
@@ -281,3 +289,100 @@ def test_a_batch_of_plain_hits_goes_in_as_few_statements_as_sqlite_allows(
     assert rows == [(1, "miss", 1)] + [(i, "hit", 1) for i in range(2, 452)]
     uuids = _table(db_path, "SELECT count(DISTINCT call_uuid) FROM call_log")
     assert uuids == [(451,)]
+
+
+@pytest.mark.parametrize("max_variables", [32_766, 999])
+def test_a_batch_of_stores_and_hits_writes_each_table_in_few_statements_in_call_order(
+    slow_writer, api, db_path, monkeypatch, max_variables
+) -> None:
+    """40 stores, each tagged with its number, a hit after every fourth: before, each store
+    ran its own request, entry, audit-row and tag statements (160+), and each statement
+    held the write lock across a GIL handoff. Now one INSERT per table and per 200 rows
+    (per 28 audit rows at SQLite's old 999-parameter limit: ids across statements)."""
+    from llm_ledger.store import repository
+
+    monkeypatch.setattr(repository, "SQLITE_MAX_VARIABLES", max_variables)
+    slow_writer.send_message(msgs("already stored"), temperature=0)
+    llm_ledger.flush()
+    statements = _traced_batches(monkeypatch)
+    expected = []
+    for n in range(40):
+        with llm_ledger.scope(tags={"n": str(n)}):
+            slow_writer.send_message(msgs(f"question {n}"), temperature=0)
+        expected.append(("miss", n + 2, str(n)))
+        if n % 4 == 3:
+            slow_writer.send_message(msgs("already stored"), temperature=0)
+            expected.append(("hit", 1, None))
+    llm_ledger.flush()
+
+    def count(table: str) -> int:
+        # Distinct texts (with their values): SQLite traces a statement again at the start
+        # of each trigger program it runs (the search index's, on responses).
+        return len({s for s in statements if s.startswith(f"INSERT INTO {table} ")})
+
+    columns = len(slow_writer.ledger._sql.insert_call.names)
+    per = min(repository.ROWS_PER_STATEMENT, max_variables // columns)
+    assert count("requests") == 1 and count("responses") == 1 and count("cache_entries") == 1
+    assert count("call_log") == -(-len(expected) // per)  # 1, or 2 at the old limit
+    assert count("call_tags") == 1
+    got = _table(
+        db_path,
+        "SELECT c.cache_status, c.response_id, t.value FROM call_log c "
+        "LEFT JOIN call_tags t ON t.call_id = c.id AND t.name = 'n' WHERE c.id > 1 ORDER BY c.id",
+    )
+    assert got == expected
+    entries = _table(db_path, "SELECT id, response_id FROM cache_entries ORDER BY id")
+    assert entries == [(i, i) for i in range(1, 42)]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.close()
+
+
+def test_in_a_batch_a_slot_another_process_stored_first_keeps_its_entry(
+    slow_writer, api, db_path, monkeypatch
+) -> None:
+    """As one call at a time did it (recovering): the entry stays the other process's, the
+    audit row names the answer this call returned."""
+    from llm_ledger.store import repository
+
+    slow_writer.send_message(msgs("warm up"), temperature=0)
+    llm_ledger.flush()
+    journaled = []
+    real = repository.Ledger.record_later
+
+    def capture(self, rec):
+        journaled.append(rec)
+        return real(self, rec)
+
+    monkeypatch.setattr(repository.Ledger, "record_later", capture)
+    answer = slow_writer.send_message(msgs("raced"), temperature=0)  # queued, not written
+    (rec,) = journaled
+    other = sqlite3.connect(db_path)  # another process stores that slot first
+    at = "'2026-01-01 00:00:00'"
+    other.execute(
+        f"INSERT INTO requests (request_hash, kind, model, request, created_at) "
+        f"VALUES (?, 'chat', 'gpt-4o-mini', '{{}}', {at})",
+        (rec.request_hash,),
+    )
+    other.execute(
+        f"INSERT INTO responses (id, request_hash, response_hash, response, tokens_estimated, "
+        f"created_at) VALUES (100, ?, 'x', '{{}}', 0, {at})",
+        (rec.request_hash,),
+    )
+    other.execute(
+        f"INSERT INTO cache_entries (namespace, request_hash, slot, response_id, created_at, "
+        f"updated_at) VALUES (?, ?, 0, 100, {at}, {at})",
+        (rec.namespace, rec.request_hash),
+    )
+    other.commit()
+    other.close()
+    llm_ledger.flush()
+
+    entry = _table(db_path, "SELECT response_id FROM cache_entries WHERE response_id >= 100")
+    assert entry == [(100,)]  # theirs, kept
+    assert _table(db_path, "SELECT response_id FROM call_log ORDER BY id") == [(1,), (101,)]
+    ours = _table(
+        db_path,
+        "SELECT json_extract(response, '$.choices[0].message') FROM responses WHERE id = 101",
+    )
+    assert json.loads(ours[0][0]) == answer

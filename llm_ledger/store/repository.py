@@ -109,22 +109,30 @@ class _Statements:
         return int(cur.fetchone()[0]) if self.returning else int(cur.lastrowid)
 
     def many_sql(self, single: str, n: int) -> str:
-        """A one-row ``INSERT ... VALUES (?, ...)`` for ``n`` rows in one statement (SQLite)."""
+        """A one-row ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` for ``n`` rows in one
+        statement (SQLite)."""
         sql = self._many.get((single, n))
         if sql is None:
-            head, _, group = single.partition(" VALUES ")
-            sql = self._many[(single, n)] = f"{head} VALUES {', '.join([group] * n)}"
+            head, _, rest = single.partition(" VALUES ")
+            end = rest.index(")") + 1  # the values group: placeholders hold no parenthesis
+            group, tail = rest[:end], rest[end:]
+            sql = self._many[(single, n)] = f"{head} VALUES {', '.join([group] * n)}{tail}"
         return sql
 
-    def run_rows(self, cur: Any, single: str, rows: list[Any]) -> None:
+    def run_rows(self, cur: Any, single: str, rows: list[Any]) -> list[int]:
         """SQLite: ``rows`` (positional) through ``single``, as few statements as SQLite's
-        bound-parameter limit allows, at most ROWS_PER_STATEMENT rows each, in order."""
+        bound-parameter limit allows, at most ROWS_PER_STATEMENT rows each, in order.
+        Returns each statement's last rowid (its rows' ids end there, consecutive: the
+        write lock is held, so nothing else inserts between them)."""
         if not rows:
-            return
-        per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(rows[0])))
+            return []
+        per = _per_statement(rows)
+        last: list[int] = []
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
             cur.execute(self.many_sql(single, len(chunk)), [v for r in chunk for v in r])
+            last.append(int(cur.lastrowid))
+        return last
 
 
 class Ledger:
@@ -359,31 +367,106 @@ class Ledger:
         Each caller already has its answer: a slot another process stored first keeps that
         process's entry, and the audit row names the answer this call gave (``recovering``).
         """
-        insert = self._sql.insert_call
-        sqlite = self.dialect == "sqlite"
-        # Consecutive plain hit rows go in together, in order; their values are built
-        # before the write lock is taken (every other process's writer waits for it).
-        steps: list[Any] = []  # a CallRecord, or a list of hit rows' values
         try:
-            for rec in recs:
-                if rec.served_response_id is not None and not rec.answers and not rec.tags:
-                    if not steps or not isinstance(steps[-1], list):
-                        steps.append([])
-                    steps[-1].append(insert.record_params(rec, rec.served_response_id))
-                else:
-                    steps.append(rec)
-            with self._transaction() as cur:
-                ids = self._batch_responses(cur, recs) if sqlite else {}
-                for step in steps:
-                    if not isinstance(step, list):
-                        self._record(cur, step, recovering=True, written_ids=ids.get(id(step)))
-                    elif sqlite:  # one statement per 200 rows: one GIL handoff, not 200
-                        self._sql.run_rows(cur, insert.sql, step)
+            if self.dialect == "sqlite":
+                self._sqlite_batch(recs)
+            else:
+                insert = self._sql.insert_call
+                steps: list[Any] = []  # a CallRecord, or consecutive plain hits' values
+                for rec in recs:
+                    if rec.served_response_id is not None and not rec.answers and not rec.tags:
+                        if not steps or not isinstance(steps[-1], list):
+                            steps.append([])
+                        steps[-1].append(insert.record_params(rec, rec.served_response_id))
                     else:
-                        cur.executemany(insert.sql, step)
+                        steps.append(rec)
+                with self._transaction() as cur:
+                    for step in steps:
+                        if isinstance(step, list):
+                            cur.executemany(insert.sql, step)
+                        else:
+                            self._record(cur, step, recovering=True)
         except Exception:  # noqa: BLE001 -- sorted out row by row, nothing dropped
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
+
+    def _sqlite_batch(self, recs: list[CallRecord]) -> None:
+        """A writer's batch on SQLite: as few statements as the rows allow, in call order.
+
+        Every statement is a GIL handoff while the write lock is held, and every other
+        process's writer waits for that lock: so the requests and answers go in first
+        (:meth:`_batch_responses`), then each run of consecutive plain calls -- hits, and
+        stores whose answers are inserted, tagged or not -- as one multi-row INSERT per
+        table (cache entries, audit rows, tags); any other call (a refresh's replace, an
+        error's row, a hit on an answer still queued) alone, through :meth:`_record`, as
+        before. Each table gets its rows in call order, so ids and winners are what one
+        call at a time would have given. The audit rows' values are built before the lock.
+        """
+        insert = self._sql.insert_call
+        plain = [_plain(rec) for rec in recs]
+        # Hits' audit rows need no id from this batch: their values are ready now.
+        early = {
+            id(rec): insert.record_params(rec, rec.served_response_id)
+            for rec, p in zip(recs, plain, strict=True)
+            if p and not rec.answers
+        }
+        with self._transaction() as cur:
+            ids = self._batch_responses(cur, recs)
+            run: list[CallRecord] = []
+            for rec, p in zip(recs, plain, strict=True):
+                if p:
+                    run.append(rec)
+                    continue
+                self._write_run(cur, run, ids, early)
+                run = []
+                self._record(cur, rec, recovering=True, written_ids=ids.get(id(rec)))
+            self._write_run(cur, run, ids, early)
+
+    def _write_run(
+        self,
+        cur: Any,
+        run: list[CallRecord],
+        ids: dict[int, list[int]],
+        early: dict[int, Any],
+    ) -> None:
+        """Consecutive plain calls (see :meth:`_sqlite_batch`): entries, audit rows, tags."""
+        if not run:
+            return
+        st = self._sql
+        entries = [
+            st.entry_ignore.params(
+                {
+                    "namespace": a.namespace,
+                    "request_hash": a.request_hash,
+                    "slot": a.slot,
+                    "response_id": rid,
+                    "created_at": rec.created_at,
+                    "updated_at": rec.created_at,
+                }
+            )
+            for rec in run
+            for a, rid in zip(rec.answers, ids.get(id(rec), ()), strict=True)
+        ]
+        st.run_rows(cur, st.entry_ignore.sql, entries)  # a slot stored first keeps its entry
+        rows = []
+        for rec in run:
+            row = early.get(id(rec))
+            if row is None:  # a store: the audit row names its own answer (as recovering)
+                response_id = rec.served_response_id
+                if rec.primary_answer is not None:
+                    response_id = ids[id(rec)][rec.primary_answer]
+                row = st.insert_call.record_params(rec, response_id)
+            rows.append(row)
+        lasts = st.run_rows(cur, st.insert_call.sql, rows)
+        if not any(rec.tags for rec in run):
+            return
+        call_ids = _ids_ending_at(lasts, len(rows), per=_per_statement(rows))
+        tags = [
+            st.insert_tags.params({"call_id": call_id, "name": k, "value": v})
+            for rec, call_id in zip(run, call_ids, strict=True)
+            for k, v in (rec.tags or {}).items()
+        ]
+        st.run_rows(cur, st.insert_tags.sql, tags)
 
     def _batch_responses(self, cur: Any, recs: list[CallRecord]) -> dict[int, list[int]]:
         """SQLite: the batch's answers, in order, in as few INSERT statements as possible,
@@ -398,8 +481,12 @@ class Ledger:
         with_answers = [rec for rec in recs if rec.answers]
         if not with_answers:
             return {}
-        for rec in with_answers:
-            self._sql.request_ignore.run_many(cur, _request_rows(rec))  # takes the write lock
+        request_ignore = self._sql.request_ignore
+        self._sql.run_rows(
+            cur,
+            request_ignore.sql,
+            [request_ignore.params(row) for rec in with_answers for row in _request_rows(rec)],
+        )
         base = int(cur.execute("SELECT max(id) FROM responses").fetchone()[0] or 0)
         ids: dict[int, list[int]] = {}
         rows: list[Any] = []
@@ -778,6 +865,27 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
         if ledger is None or ledger.pid != os.getpid():
             ledger = _process.ledgers[key] = Ledger(location, spool_dir=spool_dir)
         return ledger
+
+
+def _plain(rec: CallRecord) -> bool:
+    """A call a SQLite batch writes with its neighbours (:meth:`Ledger._sqlite_batch`): a
+    hit on a stored answer, or a call whose answers are all inserted."""
+    if rec.answers:
+        return all(a.store is StoreMode.INSERT for a in rec.answers)
+    return rec.served_response_id is not None
+
+
+def _per_statement(rows: list[Any]) -> int:
+    return max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(rows[0])))
+
+
+def _ids_ending_at(lasts: list[int], n: int, *, per: int) -> list[int]:
+    """The ids of ``n`` rows inserted ``per`` a statement, each statement's last id given."""
+    out: list[int] = []
+    for k, last in enumerate(lasts):
+        size = min(per, n - k * per)
+        out.extend(range(last - size + 1, last + 1))
+    return out
 
 
 def _request_rows(rec: CallRecord) -> list[dict[str, Any]]:
