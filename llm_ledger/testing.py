@@ -160,6 +160,9 @@ class FakeOpenAIServer:
         self._clear()
 
     def _clear(self) -> None:
+        # A request delayed across a reset belongs to what came before it: it is dropped
+        # when its delay ends, not answered into the new counts (see the handler).
+        self._generation = getattr(self, "_generation", 0) + 1
         self._request_count = self._chat_count = self._embedding_count = 0
         self._response_count = 0
         self._requests: list[RecordedRequest] = []
@@ -307,12 +310,14 @@ class FakeOpenAIServer:
         with self._lock:
             self._omit_usage = flag
 
-    def _arrive(self, record: RecordedRequest) -> tuple[int, tuple[str, Any] | None]:
-        """Count and record a request; return its number and the queued fault it consumes."""
+    def _arrive(self, record: RecordedRequest) -> tuple[int, tuple[str, Any] | None, int]:
+        """Count and record a request; return its number, the queued fault it consumes and
+        the counters' generation (:meth:`reset` starts a new one)."""
         with self._lock:
             self._request_count += 1
             self._requests.append(record)
-            return self._request_count, (self._pending.pop(0) if self._pending else None)
+            action = self._pending.pop(0) if self._pending else None
+            return self._request_count, action, self._generation
 
     def _responded(self, record: RecordedRequest, status: int) -> None:
         with self._lock:
@@ -510,15 +515,15 @@ class _Handler(BaseHTTPRequestHandler):
         record = RecordedRequest(
             self.command, self.path, headers, body if isinstance(body, dict) else None, 0
         )
-        number, action = fake._arrive(record)
+        number, action, generation = fake._arrive(record)
         extra: dict[str, str] = {}
         streamed = isinstance(body, dict) and bool(body.get("stream"))
         if action is not None and action[0] == "drop" and (action[1] is None or not streamed):
             self.close_connection = True
             return
         if action is not None and action[0] == "delay":
-            if fake._stopping.wait(action[1]):
-                self.close_connection = True
+            if fake._stopping.wait(action[1]) or fake._generation != generation:
+                self.close_connection = True  # stopped, or reset meanwhile: not answered
                 return
         if action is not None and action[0] == "fail":
             status, retry_after, message = action[1]

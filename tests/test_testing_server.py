@@ -323,3 +323,29 @@ def test_stop_closes_port() -> None:
     srv.stop()
     with pytest.raises(openai.APIConnectionError):
         c.models.list()
+
+
+def test_a_request_delayed_across_a_reset_is_dropped_not_counted(server, client) -> None:
+    """A test that ends while its request is still delayed must not leak that request's
+    answer into the next test's counts (seen: an embedding counted after reset())."""
+    import threading
+
+    server.delay_next(0.3)
+    outcome: list[str] = []
+
+    def late() -> None:
+        try:
+            client.embeddings.create(model="text-embedding-3-small", input="late", timeout=5)
+            outcome.append("answered")
+        except openai.APIConnectionError:
+            outcome.append("dropped")
+
+    caller = threading.Thread(target=late)
+    caller.start()
+    while server.request_count == 0:
+        threading.Event().wait(0.01)
+    server.reset()  # the next test begins
+    caller.join(timeout=10)
+
+    assert outcome == ["dropped"]
+    assert (server.request_count, server.embedding_count, server.requests) == (0, 0, [])
