@@ -386,3 +386,31 @@ def test_in_a_batch_a_slot_another_process_stored_first_keeps_its_entry(
         "SELECT json_extract(response, '$.choices[0].message') FROM responses WHERE id = 101",
     )
     assert json.loads(ours[0][0]) == answer
+
+
+def test_tags_stay_on_their_calls_when_the_largest_call_id_is_taken(
+    slow_writer, api, db_path
+) -> None:
+    """A hostile import can leave call_log's largest possible id taken; SQLite then gives
+    random ids, and a multi-row insert's ids are no longer the ones after max(id): the
+    batch is written call by call instead, each tag on its own call."""
+    slow_writer.send_message(msgs("first"), temperature=0)
+    llm_ledger.flush()
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE call_log SET id = 9223372036854775807")
+    conn.commit()
+    conn.close()
+    for n in range(5):
+        with llm_ledger.scope(tags={"n": str(n)}):
+            slow_writer.send_message(msgs(f"question {n}"), temperature=0)
+    llm_ledger.flush()
+
+    got = _table(
+        db_path,
+        "SELECT t.value, json_extract(q.request, '$.messages[0].content') FROM call_log c "
+        "JOIN call_tags t ON t.call_id = c.id AND t.name = 'n' "
+        "JOIN requests q ON q.request_hash = c.request_hash ORDER BY t.value",
+    )
+    assert got == [(str(n), f"question {n}") for n in range(5)]
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(6,)]
+    assert not slow_writer.ledger.spool_path.exists()

@@ -457,10 +457,16 @@ class Ledger:
                     response_id = ids[id(rec)][rec.primary_answer]
                 row = st.insert_call.record_params(rec, response_id)
             rows.append(row)
+        tagged = any(rec.tags for rec in run)
+        top = int(cur.execute("SELECT max(id) FROM call_log").fetchone()[0] or 0) if tagged else 0
         lasts = st.run_rows(cur, st.insert_call.sql, rows)
-        if not any(rec.tags for rec in run):
+        if not tagged:
             return
         call_ids = _ids_ending_at(lasts, len(rows), per=_per_statement(rows))
+        if call_ids != list(range(top + 1, top + 1 + len(rows))):
+            # SQLite gives max(id) + 1, unless the largest id is taken (a hostile import):
+            # then ids are random, and the batch goes call by call (each its lastrowid).
+            raise _NotConsecutive(f"call_log ids after {top} are not consecutive")
         tags = [
             st.insert_tags.params({"call_id": call_id, "name": k, "value": v})
             for rec, call_id in zip(run, call_ids, strict=True)
@@ -865,6 +871,10 @@ def open_ledger(location: str, *, spool_dir: str | None = None) -> Ledger:
         if ledger is None or ledger.pid != os.getpid():
             ledger = _process.ledgers[key] = Ledger(location, spool_dir=spool_dir)
         return ledger
+
+
+class _NotConsecutive(Exception):
+    """A multi-row insert's ids were not max(id) + 1, ...: the batch goes call by call."""
 
 
 def _plain(rec: CallRecord) -> bool:
