@@ -414,3 +414,31 @@ def test_tags_stay_on_their_calls_when_the_largest_call_id_is_taken(
     assert got == [(str(n), f"question {n}") for n in range(5)]
     assert _table(db_path, "SELECT count(*) FROM call_log") == [(6,)]
     assert not slow_writer.ledger.spool_path.exists()
+
+
+def test_stores_are_written_when_the_largest_answer_id_is_taken(slow_writer, api, db_path) -> None:
+    """The batch's explicit answer ids (max(id) + 1 ...) would overflow: it goes call by call,
+    and SQLite picks the ids; every call and answer is written, nothing spooled."""
+    slow_writer.send_message(msgs("first"), temperature=0)
+    llm_ledger.flush()
+    conn = sqlite3.connect(db_path)  # foreign keys off by default here: ids moved together
+    big = 9223372036854775807
+    for sql in (
+        "UPDATE responses SET id = ?",
+        "UPDATE cache_entries SET response_id = ?",
+        "UPDATE call_log SET response_id = ?",
+    ):
+        conn.execute(sql, (big,))
+    conn.commit()
+    conn.close()
+    for n in range(5):
+        slow_writer.send_message(msgs(f"question {n}"), temperature=0)
+    assert slow_writer.send_message(msgs("first"), temperature=0) is not None  # still a hit
+    llm_ledger.flush()
+
+    counts = "SELECT (SELECT count(*) FROM call_log), (SELECT count(*) FROM responses), "
+    counts += "(SELECT count(*) FROM cache_entries)"
+    assert _table(db_path, counts) == [(7, 6, 6)]
+    assert _table(db_path, "SELECT count(*) FROM call_log WHERE cache_status = 'hit'") == [(1,)]
+    assert not slow_writer.ledger.spool_path.exists()
+    assert api.chat_count == 6
