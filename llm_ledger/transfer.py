@@ -41,7 +41,7 @@ from ._version import __version__
 from .errors import BundleError, TransferError
 from .keys import canonical_json, hash_json
 from .log import logger
-from .store import db
+from .store import connections, db
 from .store.merge import Attached, attached_batches
 from .store.models import CacheEntry, CallLog, Money, Request, Response
 from .store.repository import Ledger
@@ -649,13 +649,11 @@ def _rollback_journal(target: Ledger, write: Any) -> bool:
         return False
     target.engine.pool.dispose()  # the schema check's idle connections would refuse it
     raw = write.connection.driver_connection  # outside SQLAlchemy's transaction: none is open
-    raw.execute("PRAGMA busy_timeout = 0")  # held open elsewhere: say so now, not in 30 s
-    try:
-        (mode,) = raw.execute("PRAGMA journal_mode = TRUNCATE").fetchone()
+    try:  # held open elsewhere: say so now, not in 30 s
+        with connections.no_busy_wait(raw, db.SQLITE_BUSY_TIMEOUT_MS):
+            (mode,) = raw.execute("PRAGMA journal_mode = TRUNCATE").fetchone()
     except sqlite3.OperationalError:  # "database is locked"
         return False
-    finally:
-        raw.execute(f"PRAGMA busy_timeout = {db.SQLITE_BUSY_TIMEOUT_MS}")
     if str(mode).lower() != "truncate":
         return False
     raw.execute("PRAGMA synchronous = FULL")
@@ -667,10 +665,6 @@ def _copy(
 ) -> bulk.Merger:
     """copy_ledger's transaction: every row of ``read``'s snapshot written on ``write``."""
     if target.dialect == "sqlite":
-        # One transaction rewrites the index pages over and over: in SQLite's
-        # default 2 MB cache they are spilled and written again and again. A
-        # fixed size: memory stays flat however large the ledger.
-        write.exec_driver_sql(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
         # The write lock now, before the Merger looks at what the target holds
         # (pysqlite would begin only at the first INSERT).
         write.exec_driver_sql("BEGIN IMMEDIATE")
@@ -684,18 +678,23 @@ def _copy(
         (functools.partial(bulk.read_calls, keep_id=True), merger.calls),
     ]
     source_file = db.sqlite_path(src.url)
-    if (
+    attached = (
         merger.verbatim
         and source_file is not None
         and target.dialect == "sqlite"
         and src.revision == target.revision  # the same columns on both sides
-    ):
+    )
+    if target.dialect == "sqlite":
+        # Row by row, one transaction rewrites the index pages over and over: in SQLite's
+        # default 2 MB cache they are spilled and written again and again, so a fixed
+        # 16 MB. Attached, rows go in by key and the indexes are built at the end: no page
+        # is rewritten, and the default does (a larger one only grows the peak).
+        kib = ATTACHED_COPY_CACHE_KIB if attached else COPY_CACHE_KIB
+        write.exec_driver_sql(f"PRAGMA main.cache_size = -{kib}")
+    if attached:
         # Attached inside the transaction: the source is read from one snapshot, taken at
         # its first read and held to the end, and never locked against its writers.
         write.exec_driver_sql(f"ATTACH DATABASE ? AS {_SOURCE}", (str(source_file),))
-        # Rows go in by key order, indexes are built at the end: no page is rewritten, so
-        # SQLite's default cache does (a larger one only grows the peak with the ledger).
-        write.exec_driver_sql(f"PRAGMA main.cache_size = -{ATTACHED_COPY_CACHE_KIB}")
         steps = [
             (functools.partial(_read_attached, write, table), write_batch)
             for table, (_, write_batch) in zip(ATTACHED_TABLES, steps, strict=True)

@@ -94,7 +94,7 @@ def prepare(client: Any, model: str | None = None, *, connect: bool = False) -> 
         if connect:
             timed("connect", lambda: client.client.models.list())
     timed("sdk_models", _sdk_models)
-    config = client.pricing_config or pricing.config_from_env()
+    config = client._context().pricing_config()  # the pricing settings a call would use
     timed(
         "prices",
         lambda: pricing.price_call(model, prompt_tokens=1, completion_tokens=1, config=config),

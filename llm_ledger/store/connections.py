@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,8 +44,7 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
     Here a try every 0.1 ms at first, doubling to 2 ms. The lock taken at BEGIN, nothing in
     the transaction waits again: in WAL, readers never hold up a writer.
     """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
+    with no_busy_wait(conn, timeout_ms):
         wait, deadline = WRITE_LOCK_WAITS_S[0], time.monotonic() + timeout_ms / 1000
         while True:
             try:
@@ -56,6 +56,15 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
                     raise
                 time.sleep(min(wait, left))
                 wait = min(wait * 2, WRITE_LOCK_WAITS_S[1])
+
+
+@contextlib.contextmanager
+def no_busy_wait(conn: Any, timeout_ms: int) -> Iterator[None]:
+    """An SQLite connection that reports a held lock at once ("database is locked"), not
+    after its busy timeout; set back to ``timeout_ms`` after."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        yield
     finally:
         conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
 
@@ -172,4 +181,4 @@ class ThreadConnections:
         return hot
 
 
-__all__ = ["LOOKUP_CONNECTIONS", "Hot", "ThreadConnections", "begin_write"]
+__all__ = ["LOOKUP_CONNECTIONS", "Hot", "ThreadConnections", "begin_write", "no_busy_wait"]

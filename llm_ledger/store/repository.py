@@ -434,16 +434,7 @@ class Ledger:
             return
         st = self._sql
         entries = [
-            st.entry_ignore.params(
-                {
-                    "namespace": a.namespace,
-                    "request_hash": a.request_hash,
-                    "slot": a.slot,
-                    "response_id": rid,
-                    "created_at": rec.created_at,
-                    "updated_at": rec.created_at,
-                }
-            )
+            st.entry_ignore.params(_entry_row(a, rid, rec.created_at))
             for rec in run
             for a, rid in zip(rec.answers, ids.get(id(rec), ()), strict=True)
         ]
@@ -462,11 +453,12 @@ class Ledger:
         lasts = st.run_rows(cur, st.insert_call.sql, rows)
         if not tagged:
             return
-        call_ids = _ids_ending_at(lasts, len(rows), per=_per_statement(rows))
-        if call_ids != list(range(top + 1, top + 1 + len(rows))):
-            # SQLite gives max(id) + 1, unless the largest id is taken (a hostile import):
-            # then ids are random, and the batch goes call by call (each its lastrowid).
+        # SQLite gives max(id) + 1, ... unless the largest id is taken (a hostile import):
+        # then ids are random, and the batch goes call by call (each its own lastrowid).
+        n, per = len(rows), _per_statement(rows)
+        if lasts != [top + min(end, n) for end in range(per, n + per, per)]:
             raise _NotConsecutive(f"call_log ids after {top} are not consecutive")
+        call_ids = range(top + 1, top + 1 + n)
         tags = [
             st.insert_tags.params({"call_id": call_id, "name": k, "value": v})
             for rec, call_id in zip(run, call_ids, strict=True)
@@ -669,14 +661,7 @@ class Ledger:
             else:
                 rid = written_ids[i]
             response_ids.append(rid)
-            entry = {
-                "namespace": a.namespace,
-                "request_hash": a.request_hash,
-                "slot": a.slot,
-                "response_id": rid,
-                "created_at": now,
-                "updated_at": now,
-            }
+            entry = _entry_row(a, rid, now)
             if a.store is StoreMode.INSERT:
                 if st.entry_ignore.run(cur, entry).rowcount != 1:
                     # Another writer stored this slot first: the caller gets their answer.
@@ -889,13 +874,16 @@ def _per_statement(rows: list[Any]) -> int:
     return max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(rows[0])))
 
 
-def _ids_ending_at(lasts: list[int], n: int, *, per: int) -> list[int]:
-    """The ids of ``n`` rows inserted ``per`` a statement, each statement's last id given."""
-    out: list[int] = []
-    for k, last in enumerate(lasts):
-        size = min(per, n - k * per)
-        out.extend(range(last - size + 1, last + 1))
-    return out
+def _entry_row(a: Answer, response_id: int, now: Any) -> dict[str, Any]:
+    """An answer's ``cache_entries`` row, naming the response stored for it."""
+    return {
+        "namespace": a.namespace,
+        "request_hash": a.request_hash,
+        "slot": a.slot,
+        "response_id": response_id,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _request_rows(rec: CallRecord) -> list[dict[str, Any]]:
@@ -940,8 +928,8 @@ def _fetch(cur: Any, sql: str, params: Any, one: bool) -> list[Any]:
 
 
 LOOKUP_MANY_CHUNK = 500  # request hashes per IN (...): inside every engine's parameter limit
-ROWS_PER_STATEMENT = 200  # a writer's batch on SQLite: rows per multi-row INSERT, at most
-# SQLite's bound-parameter limit: 32,766 from 3.32, 999 before (ROWS_PER_STATEMENT keeps under it)
+ROWS_PER_STATEMENT = 200  # a writer's batch on SQLite: rows per multi-row INSERT at most,
+# fewer if their values would pass SQLite's bound-parameter limit (32,766 from 3.32, 999 before)
 SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 HELD_HITS_MAX = 10_000  # beyond this, held hit rows (no paid answer) are only logged
 
