@@ -111,7 +111,7 @@ class OpenAIClient:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self._make_sdk_client()
+            self._client = warmup.skip_platform_probe(self._make_sdk_client())
             # The first request goes out next: the price table loads while it is answered.
             pricing.load_in_background()
         return self._client

@@ -4,6 +4,7 @@ API request, and nothing opened that the client's settings do not use."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 import llm_ledger
-from llm_ledger import ConfigError, OpenAIClient
+from llm_ledger import ConfigError, OpenAIClient, warmup
 from llm_ledger.store import db
 from llm_ledger.store.models import Base
 from llm_ledger.testing import FakeOpenAIServer
@@ -122,3 +123,68 @@ def test_prepare_connect_opens_the_connection_with_a_free_models_request(
     assert calls_in(path) == 0  # not an LLM call: nothing in the ledger
     assert client.send_message(msgs("after connect"), temperature=0.0) is not None
     assert api.request_count == 2
+
+
+# --- the SDK's platform header, without its `uname -p` subprocess -----------------------
+
+
+def _uname(system: str, release: str, machine: str) -> platform.uname_result:
+    return platform.uname_result(system, "host", release, "#1", machine)
+
+
+@pytest.mark.parametrize(
+    ("system", "release", "machine", "want"),
+    [
+        ("Linux", "6.1.0-18-amd64", "x86_64", "Linux"),
+        ("Linux", "5.10.81-android12-9-00001", "aarch64", "Android"),
+        ("Darwin", "23.1.0", "arm64", "MacOS"),
+        ("Darwin", "21.6.0", "iPhone12,1", "iOS"),
+        ("Windows", "10", "AMD64", "Windows"),
+        ("FreeBSD", "14.0-RELEASE", "amd64", "FreeBSD"),
+        ("OpenBSD", "7.4", "amd64", "OpenBSD"),
+    ],
+)
+def test_sdk_platform_answers_what_the_sdks_own_probe_answers(
+    monkeypatch: pytest.MonkeyPatch, system: str, release: str, machine: str, want: str
+) -> None:
+    from openai import _base_client
+
+    monkeypatch.setattr(platform, "uname", lambda: _uname(system, release, machine))
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(platform, "platform", lambda: f"{system}-{release}-{machine}-64bit")
+    monkeypatch.setattr(platform, "freedesktop_os_release", lambda: {"ID": "debian"})
+
+    assert warmup.sdk_platform() == want
+    assert str(_base_client.get_platform()) == want
+
+
+def test_sdk_platform_leaves_an_unknown_system_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "uname", lambda: _uname("Haiku", "r1beta4", "x86_64"))
+    sdk = type("SDK", (), {"_platform": None})()
+
+    assert warmup.sdk_platform() is None
+    assert warmup.skip_platform_probe(sdk)._platform is None  # the SDK asks itself then
+
+
+def test_clients_send_the_sdks_platform_header_without_running_uname(
+    api: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openai import _base_client
+
+    from llm_ledger.openai import OpenAI
+
+    want = str(_base_client.get_platform())
+    _base_client.platform_headers.cache_clear()
+    monkeypatch.setattr(platform, "platform", _no_platform_call)
+    seed = OpenAIClient(cache_file_name=str(tmp_path / "seed.db"))
+    drop_in = OpenAI(ledger=str(tmp_path / "sdk.db"))
+
+    for sdk in (seed.client, drop_in):
+        assert sdk.default_headers["X-Stainless-OS"] == want
+    seed.send_message(msgs("platform header"), temperature=0.0)
+    drop_in.chat.completions.create(model="gpt-4o-mini", messages=msgs("platform header 2"))
+    assert api.chat_count == 2
+
+
+def _no_platform_call() -> str:
+    raise AssertionError("platform.platform() runs `uname -p` in a subprocess")

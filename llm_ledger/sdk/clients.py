@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 import openai
 
+from .. import warmup
 from ..clients import AzureClient, OpenAIClient
 from ..errors import ConfigError
 from . import wire
@@ -63,6 +64,7 @@ class _Ledgered:
     def _ledger_init(self, options: dict[str, Any]) -> None:
         core = _core(self._ledger_azure, options)
         core.seed.client = self  # host, api key (scrubbed from errors) come from this client
+        warmup.skip_platform_probe(self)  # its first request spawns no `uname -p`
         # The mixin's empty __slots__ is for layout only: the SDK class has a __dict__.
         self._ledger_core = core  # type: ignore[misc]
 
@@ -78,7 +80,7 @@ def _copy(sdk_class: Any) -> Any:
     def copy(self: Any, **kwargs: Any) -> Any:
         new = sdk_class.copy(self, **kwargs)
         new._ledger_core = self._ledger_core
-        return new
+        return warmup.skip_platform_probe(new)
 
     copy.__doc__ = sdk_class.copy.__doc__
     return copy
