@@ -29,8 +29,11 @@ def _table(path: Path, sql: str) -> list[tuple]:
 
 @pytest.fixture
 def slow_writer(client: llm_ledger.OpenAIClient) -> llm_ledger.OpenAIClient:
-    """The client, its writer thread asleep: only flush() writes."""
-    client.ledger._record_writer().interval = 3600
+    """The client, its writer thread asleep and no caller writing its own burst: only
+    flush() writes."""
+    writer = client.ledger._record_writer()
+    writer.interval = 3600
+    writer.inline_batch = None
     return client
 
 
@@ -257,9 +260,9 @@ def _traced_batches(monkeypatch) -> list[str]:
     statements: list[str] = []
     real = connections.begin_write
 
-    def traced(conn, timeout_ms):
+    def traced(conn, timeout_ms, **kwargs):
         conn.set_trace_callback(statements.append)
-        real(conn, timeout_ms)
+        real(conn, timeout_ms, **kwargs)
 
     monkeypatch.setattr(connections, "begin_write", traced)
     return statements
@@ -442,3 +445,168 @@ def test_stores_are_written_when_the_largest_answer_id_is_taken(slow_writer, api
     assert _table(db_path, "SELECT count(*) FROM call_log WHERE cache_status = 'hit'") == [(1,)]
     assert not slow_writer.ledger.spool_path.exists()
     assert api.chat_count == 6
+
+
+# --- a caller's burst: written by the caller, never waiting for another writer ----------
+
+
+@pytest.fixture
+def bursting(client: llm_ledger.OpenAIClient) -> llm_ledger.OpenAIClient:
+    """The client with its writer thread asleep: only a caller's burst (or flush) writes."""
+    writer = client.ledger._record_writer()
+    writer.interval = 3600
+    assert writer.inline_batch == 128  # the default on SQLite
+    return client
+
+
+def test_the_call_that_completes_a_burst_of_128_hits_writes_the_queue_itself(
+    bursting, api, db_path
+) -> None:
+    """Two threads taking turns at the GIL (caller and writer) cost each other more than
+    the batch itself: in a burst of hits the caller writes every 128th call's queue."""
+    c, writer = bursting, bursting.ledger._writer
+    for n in range(3):  # three stores: they weigh nothing toward a caller's burst
+        c.send_message(msgs(f"q{n}"), temperature=0)
+    for _ in range(127):
+        c.send_message(msgs("q0"), temperature=0)
+    assert writer.pending() == 130
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(0,)]
+
+    c.send_message(msgs("q0"), temperature=0)  # the 128th hit
+
+    assert writer.pending() == 0
+    rows = _table(db_path, "SELECT id, cache_status, response_id FROM call_log ORDER BY id")
+    assert rows == [(1, "miss", 1), (2, "miss", 2), (3, "miss", 3)] + [
+        (i, "hit", 1) for i in range(4, 132)
+    ]
+    c.send_message(msgs("q0"), temperature=0)  # the count starts again
+    assert writer.pending() == 1
+
+
+def test_a_burst_never_waits_for_another_writer_it_leaves_the_queue_to_the_thread(
+    bursting, api, db_path, monkeypatch
+) -> None:
+    """A call must not wait for SQLite's write lock (another process's copy, prune or
+    batch): with it held elsewhere, the burst's write gives up at once, nothing is
+    spooled, and the writer thread (or flush) writes the queue once the lock is free."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)  # a wait would spool, below
+    c, writer = bursting, bursting.ledger._writer
+    c.send_message(msgs("q"), temperature=0)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        for _ in range(128):
+            c.send_message(msgs("q"), temperature=0)
+        assert writer.pending() == 129  # not written, not lost
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not c.ledger.spool_path.exists()
+    llm_ledger.flush()
+    assert _table(db_path, "SELECT cache_status, count(*) FROM call_log GROUP BY 1 ORDER BY 1") == [
+        ("hit", 128),
+        ("miss", 1),
+    ]
+
+
+def test_a_burst_is_not_written_while_another_thread_writes(bursting, api, db_path) -> None:
+    c, writer = bursting, bursting.ledger._writer
+    c.send_message(msgs("q"), temperature=0)
+    with writer._flush_lock:  # another thread's batch under way: the caller does not wait
+        for _ in range(128):
+            c.send_message(msgs("q"), temperature=0)
+        assert writer.pending() == 129
+    llm_ledger.flush()
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(129,)]
+
+
+def test_a_burst_that_fails_is_left_to_the_thread_the_call_succeeds(
+    bursting,
+    api,
+    db_path,
+    monkeypatch,
+    logs,  # noqa: F811 -- the fixture
+) -> None:
+    """Any failure of a caller's burst (here the disk) rolls it back and leaves it queued;
+    the call returns its answer and the thread's own write, waiting and spooling as ever,
+    takes the queue."""
+    from llm_ledger.store import repository
+
+    real = repository.Ledger._sqlite_batch
+
+    def refused(self, recs, *, wait=True):
+        if not wait:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, recs, wait=wait)
+
+    monkeypatch.setattr(repository.Ledger, "_sqlite_batch", refused)
+    c, writer = bursting, bursting.ledger._writer
+    for _ in range(129):
+        assert c.send_message(msgs("q"), temperature=0)["content"] == "answer 1 to: q"
+    assert writer.pending() == 129
+    assert not c.ledger.spool_path.exists()
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == []  # not the call's error
+    llm_ledger.flush()  # the thread's way: waits, falls back row by row, spools
+    assert _table(db_path, "SELECT count(*) FROM call_log") == [(129,)]
+
+
+# --- the writer thread's timing: a pause in calls, an urgent call, or the longest wait ---
+
+
+class _Intervals:
+    """The thread's ``stop`` event, scripted: each ``wait(interval)`` is one interval passing
+    on a fake clock, with what ``script`` says arrived during it ("poke": a hit's record,
+    "urgent": a store's, "": nothing). The thread's first run of ``work`` ends it."""
+
+    def __init__(self, debounced, wake, script: list[str]) -> None:
+        self.debounced, self.wake, self.script = debounced, wake, script
+        self.clock = 0.0
+        self.waits = 0
+        self.done = False
+
+    def is_set(self) -> bool:
+        return self.done
+
+    def wait(self, seconds: float) -> bool:
+        arrived = self.script[self.waits] if self.waits < len(self.script) else ""
+        self.waits += 1
+        self.clock += seconds
+        if arrived:
+            self.debounced._urgent = self.debounced._urgent or arrived == "urgent"
+            self.wake.set()
+        return False
+
+
+@pytest.mark.parametrize(
+    ("max_delay", "script", "runs_after"),
+    [
+        (None, ["poke", "poke", "poke"], 1),  # no max_delay: `interval` after the first poke
+        (1.0, ["poke", "poke", "poke", ""], 4),  # the first interval without a poke
+        (1.0, ["poke", "urgent", "poke"], 2),  # a store's record: within `interval`
+        (0.25, ["poke"] * 20, 3),  # a burst that never pauses: at most max_delay
+    ],
+)
+def test_the_writer_thread_waits_for_a_pause_unless_a_store_or_the_longest_wait_says_not(
+    monkeypatch, max_delay, script, runs_after
+) -> None:
+    import threading
+    import types
+
+    from llm_ledger.store import background
+
+    ran: list[int] = []
+    d = background.Debounced("test", 0.1, max_delay=max_delay)
+    wake = threading.Event()
+    stop = _Intervals(d, wake, script)
+    clock = types.SimpleNamespace(monotonic=lambda: stop.clock)  # this module's clock only
+    monkeypatch.setattr(background, "time", clock)
+
+    def work() -> None:
+        ran.append(stop.waits)
+        stop.done = True
+
+    d.work = work  # type: ignore[method-assign]
+    wake.set()  # the first poke
+    d._run(wake, stop)  # type: ignore[arg-type]
+
+    assert ran == [runs_after]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 
 class Debounced:
@@ -15,9 +16,13 @@ class Debounced:
     parent's thread, locks and events do not exist: the first poke there starts afresh.
     """
 
-    def __init__(self, name: str, interval: float) -> None:
+    def __init__(self, name: str, interval: float, *, max_delay: float | None = None) -> None:
         self.name = name
         self.interval = interval
+        # None: run ``interval`` after the first poke. Else run once pokes stop for
+        # ``interval`` (a burst is left to its caller), or ``max_delay`` after the first.
+        self.max_delay = max_delay
+        self._urgent = False  # a poke since the last run asked not to wait for a pause
         self._pid = os.getpid()
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
@@ -36,6 +41,7 @@ class Debounced:
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = None
         self._pid = os.getpid()
+        self._urgent = False
 
     def _forked(self) -> bool:
         """True (after resetting) if this is a forked child's first use."""
@@ -44,8 +50,9 @@ class Debounced:
         self._after_fork()
         return True
 
-    def poke(self) -> None:
-        """Ask for a run of :meth:`work` within ``interval`` seconds."""
+    def poke(self, *, urgent: bool = True) -> None:
+        """Ask for a run of :meth:`work` within ``interval`` seconds; with ``max_delay`` set,
+        a poke that is not ``urgent`` may wait for a pause in pokes, up to ``max_delay``."""
         self._forked()
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -56,6 +63,8 @@ class Debounced:
                         target=self._run, args=(self._wake, self._stop), name=self.name, daemon=True
                     )
                     self._thread.start()
+        if urgent and not self._urgent:
+            self._urgent = True
         wake = self._wake
         if not wake.is_set():  # set() takes a lock every time; a burst needs it once
             wake.set()
@@ -64,8 +73,19 @@ class Debounced:
         try:
             while not stop.is_set():
                 wake.wait()
-                if stop.wait(self.interval):
-                    return
+                deadline = time.monotonic() + (self.max_delay or 0.0)
+                while True:
+                    wake.clear()
+                    if stop.wait(self.interval):
+                        return
+                    urgent, self._urgent = self._urgent, False
+                    if (
+                        self.max_delay is None
+                        or urgent
+                        or not wake.is_set()  # an interval without a poke: a pause
+                        or time.monotonic() >= deadline
+                    ):
+                        break
                 wake.clear()
                 self.work()
         finally:

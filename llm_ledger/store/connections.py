@@ -34,7 +34,7 @@ WRITE_LOCK_WAITS_S = (0.0001, 0.002)  # begin_write: the first wait between trie
 _SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY (a name from Python 3.11 on)
 
 
-def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
+def begin_write(conn: sqlite3.Connection, timeout_ms: int, *, wait: bool = True) -> None:
     """``BEGIN IMMEDIATE`` on a thread's own SQLite connection, waiting for the write lock
     in short sleeps, for up to ``timeout_ms`` as before.
 
@@ -42,10 +42,12 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
     with several processes' writers taking turns the lock sat free while they slept (4
     processes x 4 threads: each writer waited ~0.6 s per 1,000 calls, for ~0.06 s of work).
     Here a try every 0.1 ms at first, doubling to 2 ms. The lock taken at BEGIN, nothing in
-    the transaction waits again: in WAL, readers never hold up a writer.
+    the transaction waits again: in WAL, readers never hold up a writer. ``wait=False``:
+    one try, "database is locked" at once if another connection holds the lock.
     """
     with no_busy_wait(conn, timeout_ms):
-        wait, deadline = WRITE_LOCK_WAITS_S[0], time.monotonic() + timeout_ms / 1000
+        pause = WRITE_LOCK_WAITS_S[0]
+        deadline = time.monotonic() + (timeout_ms / 1000 if wait else 0)
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -54,8 +56,8 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int) -> None:
                 left = deadline - time.monotonic()
                 if not _busy(exc) or left <= 0:
                     raise
-                time.sleep(min(wait, left))
-                wait = min(wait * 2, WRITE_LOCK_WAITS_S[1])
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, WRITE_LOCK_WAITS_S[1])
 
 
 @contextlib.contextmanager

@@ -53,6 +53,10 @@ MAX_PENDING = 20_000  # beyond this the caller writes the queue itself (memory s
 BATCH = 1_000
 
 
+class Busy(Exception):
+    """Raised by a ``write_now`` that cannot start at once (another writer holds the lock)."""
+
+
 class _Segment:
     """One open segment file: appended records and how many of them are written."""
 
@@ -86,11 +90,21 @@ class Journal(Debounced):
         interval: float = DEFAULT_INTERVAL_S,
         segment_bytes: int = SEGMENT_BYTES,
         max_pending: int = MAX_PENDING,
+        inline_batch: int | None = None,
+        weight: Callable[[Any], int] | None = None,
+        write_now: Callable[[list[Any]], None] | None = None,
+        max_delay: float | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(name or f"llm-ledger-journal:{directory.name}", interval)
+        super().__init__(
+            name or f"llm-ledger-journal:{directory.name}", interval, max_delay=max_delay
+        )
         self.directory = directory
         self.max_pending = max_pending
+        self.inline_batch = inline_batch
+        self._weight = weight
+        self._inline_units = 0  # what appends since the last write weigh
+        self._write_now = write_now or write_batch  # the caller's: raises Busy, never waits
         self._write_batch = write_batch
         self._entries_of = entries_of
         self._segment_bytes = segment_bytes
@@ -149,7 +163,35 @@ class Journal(Debounced):
                     self._outstanding[key] += 1
                 keys = tuple(key for key, _ in entries)
             self._queue.append((segment, item, keys))
-        self.poke()
+        # Weight 0: write within ``interval`` (another process may be waiting for it).
+        # Weight 1: may wait for a pause in calls; a caller's burst writes itself.
+        weight = 1 if self._weight is None else self._weight(item)
+        self.poke(urgent=not weight)
+        if self.inline_batch is not None and weight:
+            self._inline_units += weight
+            if self._inline_units >= self.inline_batch:
+                self._flush_inline()
+
+    def _flush_inline(self) -> None:
+        """The caller writes a full batch itself, unless a write is under way or the database
+        is busy (``write_now`` raises :class:`Busy`): a call never waits for another writer.
+        In a burst of calls this beats the thread: two threads taking turns at the GIL cost
+        each other more than the batch itself (docs/benchmarks.md). Never raises for the
+        database: the records stay journaled and queued, and the thread tries again."""
+        if not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            self._flushing = threading.get_ident()
+            self._flush(self._write_now)
+        except Busy:
+            self._inline_units = 0  # the thread writes them (poked); try again a batch later
+        except Exception as exc:  # noqa: BLE001 -- the call succeeded; its record is safe
+            log.error(
+                "ledger.journal_write_failed", journal=str(self.directory), error=str(exc)[:300]
+            )
+        finally:
+            self._flushing = None
+            self._flush_lock.release()
 
     def find(self, key: Any) -> Any:
         """What ``entries_of`` gave for ``key`` in this process, not written yet (else None)."""
@@ -188,14 +230,16 @@ class Journal(Debounced):
             finally:
                 self._flushing = None
 
-    def _flush(self) -> None:
+    def _flush(self, write: Callable[[list[Any]], None] | None = None) -> None:
         """Under ``_flush_lock``: write batches until the queue is empty."""
+        self._inline_units = 0
+        write = write or self._write_batch
         while self._queue:
             batch: list[tuple[_Segment, Any, tuple[Any, ...]]] = []
             while self._queue and len(batch) < BATCH:
                 batch.append(self._queue.popleft())
             try:
-                self._write_batch([item for _, item, _ in batch])
+                write([item for _, item, _ in batch])
             except BaseException:
                 self._queue.extendleft(reversed(batch))  # still journaled; retried later
                 raise

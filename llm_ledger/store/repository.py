@@ -346,8 +346,14 @@ class Ledger:
     def _record_writer(self) -> writebehind.RecordWriter:
         with self._writer_lock:
             if self._writer is None:
+                # On SQLite a caller that queued a burst writes it (inline_batch); a server's
+                # batch is mostly waiting on the network, which the thread does beside it.
                 self._writer = writebehind.RecordWriter(
-                    self._record_batch, db.describe(self.url), directory=self.journal_dir
+                    self._record_batch,
+                    db.describe(self.url),
+                    directory=self.journal_dir,
+                    inline_batch=writebehind.INLINE_BATCH if self.conns.sqlite else None,
+                    write_now=self._record_batch_now,
                 )
             return self._writer
 
@@ -390,7 +396,17 @@ class Ledger:
             for rec in recs:
                 self.record_or_spool(rec, recovering=True)
 
-    def _sqlite_batch(self, recs: list[CallRecord]) -> None:
+    def _record_batch_now(self, recs: list[CallRecord]) -> None:
+        """A caller's own batch (``Journal._flush_inline``), on SQLite: written as
+        :meth:`_sqlite_batch` writes it if the write lock is free now; else, or if it fails
+        at all, rolled back and left to the writer thread (``journal.Busy``): a call never
+        waits for another writer, nor spools."""
+        try:
+            self._sqlite_batch(recs, wait=False)
+        except Exception as exc:  # noqa: BLE001 -- nothing written; the thread's turn
+            raise journal.Busy(str(exc)[:300]) from exc
+
+    def _sqlite_batch(self, recs: list[CallRecord], *, wait: bool = True) -> None:
         """A writer's batch on SQLite: as few statements as the rows allow, in call order.
 
         Every statement is a GIL handoff while the write lock is held, and every other
@@ -410,7 +426,7 @@ class Ledger:
             for rec, p in zip(recs, plain, strict=True)
             if p and not rec.answers
         }
-        with self._transaction() as cur:
+        with self._transaction(wait=wait) as cur:
             ids = self._batch_responses(cur, recs)
             run: list[CallRecord] = []
             for rec, p in zip(recs, plain, strict=True):
@@ -693,11 +709,12 @@ class Ledger:
         return winners
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, *, wait: bool = True) -> Iterator[Any]:
         """One transaction on a DBAPI cursor: commit on success, roll back on error.
 
-        File SQLite: this thread's connection, then a background checkpoint. Otherwise a
-        pooled connection.
+        File SQLite: this thread's connection, then a background checkpoint; ``wait=False``:
+        "database is locked" at once if another writer holds the lock. Otherwise a pooled
+        connection.
         """
         if self.conns.sqlite:
             hot = self.conns.own()
@@ -705,7 +722,7 @@ class Ledger:
                 conn = hot.conn
                 cur = conn.cursor()
                 try:
-                    connections.begin_write(conn, db.SQLITE_BUSY_TIMEOUT_MS)
+                    connections.begin_write(conn, db.SQLITE_BUSY_TIMEOUT_MS, wait=wait)
                     yield cur
                     conn.commit()
                 except BaseException:

@@ -4,9 +4,14 @@ A call's records (its audit row, and for a miss its paid answers and cache entri
 safe when the call returns, and in the tables shortly after. The caller's thread appends
 the record to this process's journal of the ledger (``journal.py``: one ``write()`` to a
 local file, no ``fsync``) and queues it; a daemon thread writes queued records in
-batches, one transaction per batch, within ``interval`` seconds. Lookups in the same
+batches, one transaction per batch: a call that stored answers within ``interval``
+seconds, a hit's (or an error's) audit row once calls pause for ``interval``, at the
+latest ``MAX_DELAY_S`` after it (:func:`_weight`). On SQLite the caller that queues the
+``INLINE_BATCH``-th hit since the last write writes the queue itself, if it can without
+waiting (``Ledger._record_batch_now``): in a burst of hits, the caller and the thread
+taking turns at the GIL cost each other more than the batch itself. Lookups in the same
 process see answers still queued (``Ledger.lookup``); other processes see them once
-written (~20 ms).
+written (a paid answer ~20 ms after its call).
 
 A killed process (``SIGKILL``, ``os._exit``) loses nothing: the next open of the ledger
 writes what its journal holds, each record once (``call_uuid``). Only a power cut can lose
@@ -36,6 +41,8 @@ from .journal import Journal
 
 DEFAULT_INTERVAL_S = 0.02
 MAX_PENDING = 5_000  # beyond this the caller writes the queue itself (memory stays bounded)
+INLINE_BATCH = 128  # a caller that queues this many writes them (a burst of calls)
+MAX_DELAY_S = 0.25  # the thread writes what is queued this long even while calls go on
 
 
 class RecordWriter(Journal):
@@ -49,12 +56,19 @@ class RecordWriter(Journal):
         directory: Path,
         interval: float = DEFAULT_INTERVAL_S,
         max_pending: int = MAX_PENDING,
+        inline_batch: int | None = INLINE_BATCH,
+        max_delay: float | None = MAX_DELAY_S,
+        write_now: Callable[[list[Any]], None] | None = None,
     ) -> None:
         super().__init__(
             directory,
             write_batch,
             interval=interval,
             max_pending=max_pending,
+            inline_batch=inline_batch,
+            weight=_weight,
+            write_now=write_now,
+            max_delay=max_delay,
             name=f"llm-ledger-writer:{name}",
             entries_of=cached_answers,
         )
@@ -64,6 +78,15 @@ class RecordWriter(Journal):
         """Journal a :class:`CallRecord`, then queue it (raises if it cannot be journaled:
         ``ValueError`` for a value JSON cannot hold, ``OSError`` for the file)."""
         self.append_line(journal_line(record), record)
+
+
+def _weight(rec: CallRecord) -> int:
+    """A call that stored answers weighs 0: its batch is written within ``interval``
+    (another process may be about to ask for the same answer), and by the thread, beside
+    the caller: it is mostly SQLite's work (answers, the search index), done with the GIL
+    released. A call without (a hit, an error) weighs 1: its audit row may wait for a
+    pause in calls, up to ``MAX_DELAY_S``, or go in the caller's own batch."""
+    return 0 if rec.answers else 1
 
 
 def cached_answers(rec: CallRecord) -> Iterator[tuple[tuple[str, str, int], Stored]]:
