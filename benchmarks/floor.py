@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -349,3 +350,88 @@ class LedgerSchemaFloor:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class LedgerSchemaJournalFloor(LedgerSchemaFloor):
+    """The issue's write-behind design at its cheapest, in raw sqlite3 on the ledger's
+    tables: what a hit and a store must cost with this schema and this durability.
+
+    Each call appends its rows to a journal file (one ``os.write`` of one JSON line, no
+    fsync) and queues them; every ``BATCH`` calls the caller writes the queue in one
+    transaction (the hits' audit rows in one ``executemany``, each store's request,
+    answer, entry and audit row), then empties the journal. No writer thread, no lookup
+    of queued answers (the workload never asks for an answer it just stored), no
+    recovery, prices from a fixed figure: a bound, not a ledger.
+    """
+
+    BATCH = 128
+
+    def __init__(self, path: str, api: Api, params: dict[str, Any]) -> None:
+        super().__init__(path, api, params)
+        self._journal = path + f".floor-journal-{os.getpid()}.jsonl"
+        self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._queue: list[tuple[list[Any], tuple[Any, ...] | None]] = []
+
+    def call(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = keys.chat_request(messages, model, self.params)
+        row = self.conn.execute(_LOOKUP, ("", req.request_hash, 0)).fetchone()
+        now = _ts()
+        if row is not None:
+            response = json.loads(row[1])
+            log = self._log_row(req, now, row[0], "hit", 0, row[3], row[4], row[7], t0)
+            log[24], log[25] = 0.0, row[8]  # cost_usd, saved_usd
+            self._queue_call(log, None)
+            return _answer(response)
+        response = self.api(model, messages)
+        text = keys.canonical_json(response)
+        u = response.get("usage") or {}
+        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+        cost = (p or 0) * self.PRICE_IN + (c or 0) * self.PRICE_OUT
+        log = self._log_row(req, now, 0, "miss", 1, p, c, u.get("total_tokens"), t0)
+        log[24] = cost
+        answer = (
+            (req.request_hash, "chat", model, req.canonical_json, now),
+            (req.request_hash, keys.hash_json(text), text, p, c, None, None)
+            + (u.get("total_tokens"), 0, cost, None, "bench", now),
+        )
+        self._queue_call(log, answer)
+        return _answer(response)
+
+    def _queue_call(self, log: list[Any], answer: tuple[Any, ...] | None) -> None:
+        line = json.dumps([log, answer], separators=(",", ":"), ensure_ascii=False)
+        os.write(self._fd, (line + "\n").encode())
+        self._queue.append((log, answer))
+        if len(self._queue) >= self.BATCH:
+            self.finish()
+
+    def finish(self) -> None:
+        """Write the queue in one transaction, then empty the journal."""
+        if not self._queue:
+            return
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(INSERT_LOG, [log for log, answer in self._queue if answer is None])
+            for log, answer in self._queue:
+                if answer is None:
+                    continue
+                request_row, response_row = answer
+                conn.execute(_INSERT_REQUEST, request_row)
+                rid = conn.execute(_INSERT_RESPONSE, response_row).lastrowid
+                now = response_row[-1]
+                conn.execute(_INSERT_ENTRY, ("", request_row[0], 0, rid, now, now))
+                log[9] = rid
+                conn.execute(INSERT_LOG, log)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._queue.clear()
+        os.ftruncate(self._fd, 0)
+
+    def close(self) -> None:
+        self.finish()
+        os.close(self._fd)
+        os.unlink(self._journal)
+        super().close()

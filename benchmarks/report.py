@@ -10,6 +10,7 @@ Getter = Callable[[dict[str, Any]], Any]
 CONTENDER_ROWS = (
     ("floor", "floor: raw sqlite3, minimal schema"),
     ("sqlite3_ledger_schema", "raw sqlite3, ledger's tables + statements"),
+    ("sqlite3_ledger_schema_journal", "same, journaled, written every 128 calls"),
     ("ledger", "**llm_ledger send_message**"),
     ("ledger_dict", "llm_ledger send_message, API answer as dict"),
     ("ledger_sync", "llm_ledger send_message, writes=sync"),

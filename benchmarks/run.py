@@ -33,6 +33,7 @@ from . import bulk, coldstart, concurrency, contenders, latency, loopback, pg, r
 OPTIONAL = ("langchain", "diskcache")
 SKIPPABLE = (
     "sqlite3_ledger_schema",
+    "sqlite3_ledger_schema_journal",
     "ledger_dict",
     "ledger_sync",
     "langchain",
@@ -210,6 +211,8 @@ def available(
     kinds: list[type[contenders.Contender]] = [contenders.Floor, contenders.Ledger]
     if "sqlite3_ledger_schema" not in args.skip:
         kinds.append(contenders.LedgerSchemaFloor)
+    if "sqlite3_ledger_schema_journal" not in args.skip:
+        kinds.append(contenders.LedgerSchemaJournalFloor)
     if "ledger_dict" not in args.skip:
         kinds.append(contenders.LedgerDictAnswers)
     if "ledger_sync" not in args.skip:
