@@ -693,7 +693,7 @@ def _base_record(ctx: Context, call: Call, slot: int, now: datetime) -> CallReco
     if redact is not None:
         body, text = redact(copy.deepcopy(body)), None  # it may edit in place
     return CallRecord(
-        call_uuid=_uuid4(),
+        call_uuid=_uuid7(),
         created_at=now,
         kind=request.kind,
         api_type=ctx.api_type,
@@ -754,10 +754,17 @@ def _sum(values: list[int | None]) -> int | None:
     return sum(v for v in values if v is not None)
 
 
-def _uuid4() -> str:
-    """``str(uuid.uuid4())`` without the UUID object (1.9 µs instead of 2.9 per call)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+def _uuid7() -> str:
+    """A call's id: an RFC 9562 version-7 UUID as text (48-bit Unix time in milliseconds,
+    then 74 random bits from ``os.urandom``, so a forked child never repeats its parent's).
+
+    Time-ordered, so a new audit row's ``call_uuid`` goes at the end of its unique index
+    rather than on a random page of it: in a 300,000-call ledger an audit row's insert took
+    ~80 µs instead of ~115 with version 4 (migration 0009). Built as text, without the
+    ``uuid.UUID`` object (``uuid.uuid7`` exists only from Python 3.14).
+    """
+    h = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 _VARIANT = "89ab"

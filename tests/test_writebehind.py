@@ -610,3 +610,34 @@ def test_the_writer_thread_waits_for_a_pause_unless_a_store_or_the_longest_wait_
     d._run(wake, stop)  # type: ignore[arg-type]
 
     assert ran == [runs_after]
+
+
+# --- call ids: version-7 UUIDs, time-ordered (migration 0009) -------------------------
+
+
+def test_call_ids_are_rfc_9562_version_7_uuids_in_time_order(client, api, db_path) -> None:
+    """Time-ordered ids put each new audit row at the end of the unique index on
+    call_uuid instead of on a random page of it (docs/benchmarks.md, session seven)."""
+    import time
+    import uuid
+
+    from llm_ledger import calls
+
+    before = time.time_ns() // 1_000_000
+    ids = [calls._uuid7() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
+    for u in ids:
+        parsed = uuid.UUID(u)
+        assert str(parsed) == u  # canonical text: lower-case hex, 8-4-4-4-12
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: Unix time in ms
+    assert [u[:13] for u in ids] == sorted(u[:13] for u in ids)
+
+    for q in ("a", "b", "c", "a"):  # three misses and a hit
+        client.send_message(msgs(q), temperature=0)
+    llm_ledger.flush()
+    rows = [u for (u,) in _table(db_path, "SELECT call_uuid FROM call_log ORDER BY id")]
+    assert len(rows) == 4
+    assert [uuid.UUID(u).version for u in rows] == [7, 7, 7, 7]
+    assert [u[:13] for u in rows] == sorted(u[:13] for u in rows)

@@ -304,7 +304,10 @@ class CallLog(Base):
     call_uuid: Mapped[str] = mapped_column(
         String(36),
         unique=True,
-        comment="UUID4 of the call: spool recovery writes each call exactly once.",
+        comment=(
+            "UUID of the call, unique: version 7 (time-ordered) since revision 0009, version 4 "
+            "before; spool and journal recovery write each call exactly once by it."
+        ),
     )
     created_at: Mapped[datetime] = mapped_column(
         Timestamp, comment="When the call was made (naive UTC timestamp, microseconds)."
