@@ -202,3 +202,32 @@ def test_unsupported_url_scheme(api) -> None:
 def test_empty_file_becomes_a_new_ledger(client, api, db_path) -> None:
     db_path.touch()
     assert client.send_message(msgs(), temperature=0)["content"] == "answer 1 to: hello there"
+
+
+def test_a_new_file_another_process_is_creating_is_opened_once_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """Two processes creating one new ledger at once: while one writes the new file's
+    first transaction (still in rollback mode), SQLite fails the other's switch to WAL at
+    once with "database is locked", without its busy handler (seen in CI under load). The
+    switch is tried again until the first is done, and the ledger opens in WAL."""
+    import threading
+    import time
+
+    path = tmp_path / "new.db"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("CREATE TABLE call_log (id INTEGER PRIMARY KEY)")  # a ledger being made
+    done = threading.Timer(0.3, lambda: first.execute("COMMIT"))
+    done.start()
+    engine = db.make_engine(str(path))
+    try:
+        started = time.monotonic()
+        with engine.connect() as conn:
+            mode = conn.execute(text("PRAGMA journal_mode")).scalar_one()
+        assert mode == "wal"
+        assert time.monotonic() - started >= 0.2  # it waited for the first one's commit
+    finally:
+        done.join()
+        engine.dispose()
+        first.close()

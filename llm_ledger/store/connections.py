@@ -54,7 +54,7 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int, *, wait: bool = True)
                 return
             except sqlite3.OperationalError as exc:
                 left = deadline - time.monotonic()
-                if not _busy(exc) or left <= 0:
+                if not busy(exc) or left <= 0:
                     raise
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, WRITE_LOCK_WAITS_S[1])
@@ -71,7 +71,8 @@ def no_busy_wait(conn: Any, timeout_ms: int) -> Iterator[None]:
         conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite's error is SQLITE_BUSY ("database is locked")."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
         return bool(code & 0xFF == _SQLITE_BUSY)

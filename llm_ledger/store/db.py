@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 from ..errors import LedgerOpenError, SchemaVersionError
 from ..keys import canonical_json
 from ..log import logger
+from .connections import busy
 from .models import TABLES
 
 log = logger
@@ -120,13 +123,34 @@ def make_engine(location: str, **kwargs: Any) -> Engine:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    # The journal mode is written into the file: switch WAL on for a new file or a ledger
-    # only, never for another application's database that ensure_schema will refuse.
-    if _new_or_ledger(cur):
-        cur.execute("PRAGMA journal_mode = WAL")
+    _wal_on(cur)
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+def _wal_on(cur: Any) -> None:
+    """Switch WAL on for a new file or a ledger only, never for another application's
+    database that ensure_schema will refuse (the journal mode is written into the file).
+
+    SQLite takes the lock this switch needs without its busy handler: with another
+    process writing a new file's first transaction (two processes creating one ledger at
+    once), ``journal_mode = WAL`` fails at once with "database is locked" (seen in CI under
+    load). So the switch is tried again in short sleeps for the busy timeout, and whether
+    the file is new or a ledger is asked again each time: the other process may have made
+    it either meanwhile.
+    """
+    pause, deadline = 0.001, time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if _new_or_ledger(cur):
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 def _new_or_ledger(cur: Any) -> bool:
