@@ -128,12 +128,16 @@ class Contender:
 
     @contextlib.contextmanager
     def restoring(self) -> Iterator[None]:
-        """Whatever the block adds to the store is removed afterwards (outside any timing)."""
+        """Whatever the block adds to the store is removed afterwards (outside any timing):
+        what its untimed calls left queued is written first (``finish``), then trimmed."""
         mark = seed.marks(self.db, self.tables)
         try:
             yield
         finally:
-            seed.trim(self.db, mark)
+            try:
+                self.finish()
+            finally:
+                seed.trim(self.db, mark)
 
 
 def seeded(path: Path, ledger: bool = False) -> bool:
@@ -184,17 +188,8 @@ class Ledger(Contender):
         return self.client.send_message(messages, model=model, temperature=0.0)
 
     def finish(self) -> None:
-        assert self.client is not None
-        self.client.ledger.flush()
-
-    @contextlib.contextmanager
-    def restoring(self) -> Iterator[None]:
-        with super().restoring():
-            try:
-                yield
-            finally:
-                if self.client is not None:
-                    self.finish()  # rows queued by untimed calls too, before the trim
+        if self.client is not None:
+            self.client.ledger.flush()
 
     def close(self) -> None:
         from llm_ledger.store import repository
@@ -300,14 +295,6 @@ class LedgerSchemaJournalFloor(LedgerSchemaFloor):
     def finish(self) -> None:
         if isinstance(self.impl, floor.LedgerSchemaJournalFloor):
             self.impl.finish()
-
-    @contextlib.contextmanager
-    def restoring(self) -> Iterator[None]:
-        with super().restoring():
-            try:
-                yield
-            finally:
-                self.finish()  # rows queued by untimed calls too, before the trim
 
 
 # --- LangChain's SQLiteCache -----------------------------------------------------------

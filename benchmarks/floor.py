@@ -20,6 +20,7 @@ the gap between it and ``send_message`` is the cost of the Python around the SQL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -63,6 +64,18 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection: committed, or rolled back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def floor_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
@@ -118,8 +131,7 @@ class Floor:
         text = json.dumps(response, separators=(",", ":"), ensure_ascii=False)
         u = response.get("usage") or {}
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.execute(
                 "INSERT INTO cache (key, response, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO NOTHING",
@@ -137,10 +149,6 @@ class Floor:
                     (time.perf_counter() - t0) * 1000,
                 ),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return _answer(response)
 
     def close(self) -> None:
@@ -215,6 +223,21 @@ _LOG_COLUMNS = (
 INSERT_LOG = f"INSERT INTO call_log ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 32)})"
 
 
+def _insert_store(
+    conn: sqlite3.Connection,
+    request_row: tuple[Any, ...],
+    response_row: tuple[Any, ...],
+    log: list[Any],
+) -> None:
+    """A store's request, answer, cache entry and audit row (naming the answer's id)."""
+    conn.execute(_INSERT_REQUEST, request_row)
+    rid = int(conn.execute(_INSERT_RESPONSE, response_row).lastrowid or 0)
+    now = response_row[-1]
+    conn.execute(_INSERT_ENTRY, ("", request_row[0], 0, rid, now, now))
+    log[9] = rid
+    conn.execute(INSERT_LOG, log)
+
+
 def _ts() -> str:
     return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
 
@@ -248,8 +271,7 @@ class LedgerSchemaFloor:
     def call(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         t0 = time.perf_counter()
         req = keys.chat_request(messages, model, self.params)
-        conn = self.conn
-        row = conn.execute(_LOOKUP, ("", req.request_hash, 0)).fetchone()
+        row = self.conn.execute(_LOOKUP, ("", req.request_hash, 0)).fetchone()
         now = _ts()
         if row is not None:
             response = json.loads(row[1])
@@ -257,46 +279,32 @@ class LedgerSchemaFloor:
             log = self._log_row(req, now, row[0], "hit", 0, row[3], row[4], row[7], t0)
             log[25] = None if saved is None else float(saved)  # saved_usd
             log[24] = 0.0  # cost_usd
-            conn.execute(INSERT_LOG, log)
+            self._write_hit(log)
             return _answer(response)
         response = self.api(model, messages)
         text = keys.canonical_json(response)
         u = response.get("usage") or {}
         p, c = u.get("prompt_tokens"), u.get("completion_tokens")
         cost = (p or 0) * self.PRICE_IN + (c or 0) * self.PRICE_OUT
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                _INSERT_REQUEST, (req.request_hash, "chat", model, req.canonical_json, now)
-            )
-            cur = conn.execute(
-                _INSERT_RESPONSE,
-                (
-                    req.request_hash,
-                    keys.hash_json(text),
-                    text,
-                    p,
-                    c,
-                    None,
-                    None,
-                    u.get("total_tokens"),
-                    0,
-                    cost,
-                    None,
-                    "bench",
-                    now,
-                ),
-            )
-            rid = int(cur.lastrowid or 0)
-            conn.execute(_INSERT_ENTRY, ("", req.request_hash, 0, rid, now, now))
-            log = self._log_row(req, now, rid, "miss", 1, p, c, u.get("total_tokens"), t0)
-            log[24] = cost
-            conn.execute(INSERT_LOG, log)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        log = self._log_row(req, now, 0, "miss", 1, p, c, u.get("total_tokens"), t0)
+        log[24] = cost
+        request_row = (req.request_hash, "chat", model, req.canonical_json, now)
+        response_row = (req.request_hash, keys.hash_json(text), text, p, c, None, None)
+        response_row += (u.get("total_tokens"), 0, cost, None, "bench", now)
+        self._write_store(request_row, response_row, log)
         return _answer(response)
+
+    def _write_hit(self, log: list[Any]) -> None:
+        """A hit's audit row, on its own (autocommit)."""
+        self.conn.execute(INSERT_LOG, log)
+
+    def _write_store(
+        self, request_row: tuple[Any, ...], response_row: tuple[Any, ...], log: list[Any]
+    ) -> None:
+        """A store's four rows, in one transaction."""
+        conn = self.conn
+        with immediate(conn):
+            _insert_store(conn, request_row, response_row, log)
 
     @staticmethod
     def _log_row(
@@ -372,31 +380,13 @@ class LedgerSchemaJournalFloor(LedgerSchemaFloor):
         self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._queue: list[tuple[list[Any], tuple[Any, ...] | None]] = []
 
-    def call(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        req = keys.chat_request(messages, model, self.params)
-        row = self.conn.execute(_LOOKUP, ("", req.request_hash, 0)).fetchone()
-        now = _ts()
-        if row is not None:
-            response = json.loads(row[1])
-            log = self._log_row(req, now, row[0], "hit", 0, row[3], row[4], row[7], t0)
-            log[24], log[25] = 0.0, row[8]  # cost_usd, saved_usd
-            self._queue_call(log, None)
-            return _answer(response)
-        response = self.api(model, messages)
-        text = keys.canonical_json(response)
-        u = response.get("usage") or {}
-        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
-        cost = (p or 0) * self.PRICE_IN + (c or 0) * self.PRICE_OUT
-        log = self._log_row(req, now, 0, "miss", 1, p, c, u.get("total_tokens"), t0)
-        log[24] = cost
-        answer = (
-            (req.request_hash, "chat", model, req.canonical_json, now),
-            (req.request_hash, keys.hash_json(text), text, p, c, None, None)
-            + (u.get("total_tokens"), 0, cost, None, "bench", now),
-        )
-        self._queue_call(log, answer)
-        return _answer(response)
+    def _write_hit(self, log: list[Any]) -> None:
+        self._queue_call(log, None)
+
+    def _write_store(
+        self, request_row: tuple[Any, ...], response_row: tuple[Any, ...], log: list[Any]
+    ) -> None:
+        self._queue_call(log, (request_row, response_row))
 
     def _queue_call(self, log: list[Any], answer: tuple[Any, ...] | None) -> None:
         line = json.dumps([log, answer], separators=(",", ":"), ensure_ascii=False)
@@ -410,23 +400,11 @@ class LedgerSchemaJournalFloor(LedgerSchemaFloor):
         if not self._queue:
             return
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.executemany(INSERT_LOG, [log for log, answer in self._queue if answer is None])
             for log, answer in self._queue:
-                if answer is None:
-                    continue
-                request_row, response_row = answer
-                conn.execute(_INSERT_REQUEST, request_row)
-                rid = conn.execute(_INSERT_RESPONSE, response_row).lastrowid
-                now = response_row[-1]
-                conn.execute(_INSERT_ENTRY, ("", request_row[0], 0, rid, now, now))
-                log[9] = rid
-                conn.execute(INSERT_LOG, log)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                if answer is not None:
+                    _insert_store(conn, *answer, log)
         self._queue.clear()
         os.ftruncate(self._fd, 0)
 
