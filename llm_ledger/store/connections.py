@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Engine
@@ -46,18 +46,31 @@ def begin_write(conn: sqlite3.Connection, timeout_ms: int, *, wait: bool = True)
     one try, "database is locked" at once if another connection holds the lock.
     """
     with no_busy_wait(conn, timeout_ms):
-        pause = WRITE_LOCK_WAITS_S[0]
-        deadline = time.monotonic() + (timeout_ms / 1000 if wait else 0)
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                left = deadline - time.monotonic()
-                if not busy(exc) or left <= 0:
-                    raise
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, WRITE_LOCK_WAITS_S[1])
+        until_not_busy(
+            lambda: conn.execute("BEGIN IMMEDIATE"),
+            timeout_ms / 1000 if wait else 0,
+            WRITE_LOCK_WAITS_S,
+        )
+
+
+def until_not_busy(
+    attempt: Callable[[], object], timeout_s: float, waits: tuple[float, float]
+) -> None:
+    """``attempt()`` again while SQLite says "database is locked", sleeping ``waits[0]``
+    first, doubling up to ``waits[1]``, for up to ``timeout_s`` (0: one try); any other
+    error, or the last busy one, is raised. For what SQLite's own busy handler does not
+    cover, or covers with sleeps too long (:func:`begin_write`, ``db._wal_on``)."""
+    pause, deadline = waits[0], time.monotonic() + timeout_s
+    while True:
+        try:
+            attempt()
+            return
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if not _busy(exc) or left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, waits[1])
 
 
 @contextlib.contextmanager
@@ -71,7 +84,7 @@ def no_busy_wait(conn: Any, timeout_ms: int) -> Iterator[None]:
         conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
 
 
-def busy(exc: sqlite3.OperationalError) -> bool:
+def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite's error is SQLITE_BUSY ("database is locked")."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sqlite3
-import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 from ..errors import LedgerOpenError, SchemaVersionError
 from ..keys import canonical_json
 from ..log import logger
-from .connections import busy
+from .connections import until_not_busy
 from .models import TABLES
 
 log = logger
@@ -140,17 +138,12 @@ def _wal_on(cur: Any) -> None:
     the file is new or a ledger is asked again each time: the other process may have made
     it either meanwhile.
     """
-    pause, deadline = 0.001, time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if _new_or_ledger(cur):
-                cur.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if not busy(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+
+    def attempt() -> None:
+        if _new_or_ledger(cur):
+            cur.execute("PRAGMA journal_mode = WAL")
+
+    until_not_busy(attempt, SQLITE_BUSY_TIMEOUT_MS / 1000, (0.001, 0.05))
 
 
 def _new_or_ledger(cur: Any) -> bool:
