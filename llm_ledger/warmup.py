@@ -2,7 +2,8 @@
 
 A fresh process's first call pays for what the next ones find done (measured against the
 test kit on 127.0.0.1, docs/benchmarks.md): the SDK client (its HTTP stack and TLS
-context, ~35-50 ms), pydantic building the SDK's response models (~20 ms), the ledger opened and migrated-or-checked, its journal and writer thread, the price table
+context, ~35-50 ms), pydantic building the SDK's response models (~20 ms), the ledger
+opened and migrated-or-checked, its journal and writer thread, the price table
 (~130 ms, otherwise loaded on a daemon thread while the first request is out) and the
 model's price, and the tokenizer (only a budget needs it); and the HTTP connection (against
 a real API a TCP and TLS handshake, ~100 ms or more), opened only with ``connect=True``.
@@ -66,15 +67,18 @@ def sdk_platform() -> str | None:
         return "Windows"
     if "android" in name:
         return "Android"
-    if system in ("freebsd", "openbsd"):
-        return "FreeBSD" if system == "freebsd" else "OpenBSD"
+    if system in _BSDS:
+        return _BSDS[system]
     if system == "linux":
         try:
             distro = platform.freedesktop_os_release().get("ID", "").lower()
         except OSError:
             distro = ""
-        return {"freebsd": "FreeBSD", "openbsd": "OpenBSD"}.get(distro, "Linux")
+        return _BSDS.get(distro, "Linux")
     return None
+
+
+_BSDS = {"freebsd": "FreeBSD", "openbsd": "OpenBSD"}  # by system, or a Linux's os-release ID
 
 
 def skip_platform_probe(sdk_client: Any) -> Any:

@@ -63,7 +63,7 @@ class Debounced:
                         target=self._run, args=(self._wake, self._stop), name=self.name, daemon=True
                     )
                     self._thread.start()
-        if urgent and not self._urgent:
+        if urgent:
             self._urgent = True
         wake = self._wake
         if not wake.is_set():  # set() takes a lock every time; a burst needs it once

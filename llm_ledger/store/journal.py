@@ -181,16 +181,14 @@ class Journal(Debounced):
         if not self._flush_lock.acquire(blocking=False):
             return
         try:
-            self._flushing = threading.get_ident()
             self._flush(self._write_now)
         except Busy:
-            self._inline_units = 0  # the thread writes them (poked); try again a batch later
+            pass  # the thread writes them (poked); a caller tries again a batch later
         except Exception as exc:  # noqa: BLE001 -- the call succeeded; its record is safe
             log.error(
                 "ledger.journal_write_failed", journal=str(self.directory), error=str(exc)[:300]
             )
         finally:
-            self._flushing = None
             self._flush_lock.release()
 
     def find(self, key: Any) -> Any:
@@ -224,16 +222,19 @@ class Journal(Debounced):
         if self._forked() or self._flushing == threading.get_ident():
             return  # a read inside write_batch (e.g. a recovery's check) must not recurse
         with self._flush_lock:
-            self._flushing = threading.get_ident()
-            try:
-                self._flush()
-            finally:
-                self._flushing = None
+            self._flush()
 
     def _flush(self, write: Callable[[list[Any]], None] | None = None) -> None:
-        """Under ``_flush_lock``: write batches until the queue is empty."""
+        """Under ``_flush_lock``: write batches until the queue is empty (``_flushing`` says
+        which thread does, meanwhile)."""
         self._inline_units = 0
-        write = write or self._write_batch
+        self._flushing = threading.get_ident()
+        try:
+            self._write_queue(write or self._write_batch)
+        finally:
+            self._flushing = None
+
+    def _write_queue(self, write: Callable[[list[Any]], None]) -> None:
         while self._queue:
             batch: list[tuple[_Segment, Any, tuple[Any, ...]]] = []
             while self._queue and len(batch) < BATCH:
