@@ -192,3 +192,55 @@ def test_the_journaled_schema_floor_writes_every_call_once_and_empties_its_journ
     assert c.api.calls == 3
     c.close()
     assert not Path(impl._journal).exists()
+
+
+def _bound() -> Any:
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks import bound
+    finally:
+        sys.path.remove(str(REPO))
+    return bound
+
+
+def test_the_schema_decomposition_measures_every_variant_on_its_own_rows(
+    tmp_path: Path,
+) -> None:
+    """``python -m benchmarks.bound`` at a tiny size: each variant timed on hits (and, but
+    for the hit-row variants, stores), each round checked to have written every call's
+    rows once; the table has a line per variant and the floor."""
+    bound = _bound()
+    results = bound.measure(tmp_path, 30, hits=20, stores=4, rounds=2)
+    assert list(results) == [v.label for v in bound.VARIANTS]
+    for v in bound.VARIANTS:
+        r = results[v.label]
+        assert [len(r[k]) for k in ("hit", "store", "floor hit", "floor store")] == [
+            2,
+            2 if v.stores else 0,
+            2,
+            2,
+        ]
+        assert all(_positive(x) for x in r["hit"] + r["store"] + r["floor hit"] + r["floor store"])
+    lines = bound.table(results, 30)
+    assert len(lines) == 2 + 1 + len(bound.VARIANTS)
+    assert lines[2].startswith("| floor: raw sqlite3, minimal schema | ")
+    assert lines[-1].startswith("| hit row: none (journal line only) | ")
+    assert lines[-1].endswith("| – | – |")
+    assert lines[2].split(" | ")[2] == "1.00"  # the floor against itself
+    assert not list(tmp_path.glob("tmp*"))  # the variants' copies are gone
+
+
+def test_the_schema_decomposition_stops_on_a_variant_that_loses_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check can fail: a variant whose hits go nowhere while it claims call_log."""
+    bound = _bound()
+    lossy = bound.Variant("lossy", impl=bound._NoHitRow)
+    monkeypatch.setattr(bound, "VARIANTS", (lossy,))
+    with pytest.raises(SystemExit) as stop:
+        bound.measure(tmp_path, 30, hits=20, stores=4, rounds=1)
+    four = "'requests': 4, 'responses': 4, 'cache_entries': 4"
+    assert str(stop.value) == (
+        f"lossy: wrote {{{four}, 'call_log': 4, 'hit_slim': 0}}, "
+        f"expected {{{four}, 'call_log': 24, 'hit_slim': 0}}"
+    )
