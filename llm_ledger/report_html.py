@@ -17,18 +17,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from . import reports, search
 from ._version import __version__
 from .errors import ConfigError
 from .filters import CallFilter
+from .log import logger as _LOG
 from .store.models import CallLog
 from .store.repository import Ledger
 
 __all__ = ["CHARTS", "build_report", "plotly_js", "write_report"]
 
-_LOG = structlog.get_logger("llm_ledger")
 _LOG_T = CallLog.__table__
 TOP = 10  # rows in each table of calls
 TOP_GROUPS = 20  # bars in the by-model and by-run charts

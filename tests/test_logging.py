@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -73,3 +79,68 @@ def test_hot_paths_skip_info_events_only_when_structlog_filters_them() -> None:
         assert info_enabled() is True
     finally:
         structlog.configure(**old)
+
+
+def test_every_module_logs_through_the_library_logger() -> None:
+    """structlog's own ``get_logger`` prints every level to stdout until the host configures
+    structlog; only llm_ledger/log.py may call it (behind its is_configured check)."""
+    import llm_ledger
+
+    root = Path(llm_ledger.__file__).parent
+    direct = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "log.py" and "structlog.get_logger" in p.read_text()
+    )
+    assert direct == []
+
+
+DEAD_CHILD = """
+import sys
+import llm_ledger
+
+c = llm_ledger.OpenAIClient(cache_file_name=sys.argv[1])
+c.ledger._record_writer().interval = 3600  # the row stays in the journal
+c.send_message([{"role": "user", "content": "paid"}], temperature=0)
+print("ready", flush=True)
+import threading; threading.Event().wait()
+"""
+
+NEXT_PROCESS = """
+import json, sys
+import llm_ledger
+
+c = llm_ledger.OpenAIClient(cache_file_name=sys.argv[1])
+answer = c.send_message([{"role": "user", "content": "paid"}], temperature=0)
+print(json.dumps({"answer": answer["content"], "recovered": c.ledger.journal_recovered}))
+"""
+
+
+@pytest.mark.parametrize("level", ["", "info"])
+def test_a_journal_recovered_at_open_logs_nothing_to_the_hosts_stdout(
+    api: Any, tmp_path: Path, level: str
+) -> None:
+    """A program that speaks JSON on stdout opens a ledger a killed process left a journal
+    in: its stdout is its own. The recovery's info event is dropped by default and goes
+    to stderr at LLM_LEDGER_LOG_LEVEL=info (it went to stdout, at any level)."""
+    db = tmp_path / "ledger.db"
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": api.url}
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEAD_CHILD, str(db)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    if level:
+        env["LLM_LEDGER_LOG_LEVEL"] = level
+    done = subprocess.run(
+        [sys.executable, "-c", NEXT_PROCESS, str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '{"answer": "answer 1 to: paid", "recovered": 1}\n'
+    assert api.chat_count == 1  # the second process's call was a hit on the recovered answer
+    assert ("ledger.journal_recovered" in done.stderr) is bool(level)

@@ -20,12 +20,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
-import structlog
 
 from ..calls import Deferred
+from ..log import logger as log
 from . import wire
-
-log = structlog.get_logger("llm_ledger")
 
 
 class _Tee(Deferred):

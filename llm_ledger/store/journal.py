@@ -38,11 +38,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from ..log import logger as log
 from .background import Debounced
-
-log = structlog.get_logger("llm_ledger")
 
 Record = dict[str, Any]
 WriteBatch = Callable[[list[Record]], None]
