@@ -9,9 +9,12 @@ file, never imported: building a report costs the queries and one file write.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import json
+import os
+import tempfile
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +25,7 @@ from ._version import __version__
 from .errors import ConfigError
 from .filters import CallFilter
 from .log import logger as _LOG
+from .store import db
 from .store.models import CallLog
 from .store.repository import Ledger
 
@@ -354,10 +358,30 @@ for (const [name, fig] of Object.entries(FIGURES)) {{
 
 
 def write_report(ledger: Ledger, path: str | Path, filters: CallFilter | None = None) -> Path:
-    """Write the report to ``path`` (one file; plotly.js inside); returns the path."""
+    """Write the report to ``path`` (one file; plotly.js inside); returns the path.
+
+    It holds prompts and answers: like an export it is created ``0600`` and appears
+    complete or not at all (a temporary file renamed over ``path``, so a symlink at
+    ``path`` is replaced, not followed). The ledger's own files are refused."""
+    out = Path(path)
+    own = db.own_file(ledger.url, out)
+    if own is not None:
+        raise ConfigError(
+            f"cannot write the report to {out}: it is the ledger {own} or one of its files; "
+            "name another file, e.g. report.html"
+        )
+    if out.is_dir():
+        raise ConfigError(f"cannot write the report to {out}: it is a directory")
     script = plotly_js()  # first: a missing plotly fails before any query
     data = build_report(ledger, filters)
-    out = Path(path)
-    out.write_text(render(data, script), encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(render(data, script))
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _LOG.info("ledger.report_written", path=str(out), calls=data["totals"]["calls"])
     return out

@@ -435,6 +435,13 @@ def export_bundle(
             f"cannot write {path}: it is a directory; name a bundle file, e.g. "
             f"{path / 'ledger.jsonl.gz'}"
         )
+    source = ledger_or_location
+    own = db.own_file(source.url if isinstance(source, Ledger) else db.normalize_url(source), path)
+    if own is not None:
+        raise TransferError(
+            f"cannot write {path}: it is the ledger {own} or one of its files; name another "
+            "file, e.g. ledger.jsonl.gz"
+        )
     sel = bulk.Selection(since, until, model, run, cache_only)
     counts = dict.fromkeys(RECORD_TYPES.values(), 0)
     hasher = hashlib.sha256()

@@ -140,6 +140,26 @@ def test_export_to_a_directory_names_it_not_a_temp_file(ledger_file: Path, tmp_p
     assert list(target.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["ledger.db", "ledger.db-shm", "ledger.db.spool.jsonl"])
+def test_export_never_overwrites_the_ledger_or_its_files(ledger_file: Path, name: str) -> None:
+    """``export ledger.db`` renamed the bundle over the ledger itself; now refused first."""
+    import sqlite3
+
+    assert ledger_file.name == "ledger.db"
+    target = ledger_file.parent / "link.jsonl"
+    target.symlink_to(ledger_file.parent / name)  # a link to it is refused too
+    for path in (ledger_file.parent / name, target):
+        result = invoke("--db", str(ledger_file), "export", str(path))
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"error: cannot write {path}: it is the ledger {ledger_file} or one of its files; "
+            "name another file, e.g. ledger.jsonl.gz\n"
+        )
+    with sqlite3.connect(ledger_file) as conn:
+        assert conn.execute("SELECT count(*) FROM call_log").fetchone()[0] == 2
+    assert target.is_symlink()
+
+
 def test_huge_limit_and_call_id_are_clean_errors(ledger_file: Path) -> None:
     huge = "99999999999999999999"
     result = invoke("--db", str(ledger_file), "calls", "--limit", huge)

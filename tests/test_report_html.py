@@ -123,3 +123,47 @@ def test_report_draws_every_chart_in_headless_chromium(db_path: Path, tmp_path: 
     assert drawn["chart-calls"][1] >= 4  # 3 bars + the line (+ its markers)
     assert shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _calls_in(db: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM call_log").fetchone()[0])
+
+
+@needs_plotly
+@pytest.mark.parametrize("name", ["ledger.db", "ledger.db-wal", "ledger.db.journal/x.html"])
+def test_the_report_never_overwrites_the_ledger_or_its_files(db_path: Path, name: str) -> None:
+    """``report --html ledger.db`` wrote the page over the ledger (exit 0, every call gone);
+    now refused before any query, through ``..`` too, and the ledger keeps its calls."""
+    build(str(db_path)).close()
+    calls = _calls_in(db_path)
+    out = db_path.parent / "sub" / ".." / name
+    (db_path.parent / "sub").mkdir()
+    result = CliRunner().invoke(app, ["--db", str(db_path), "report", "--html", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: cannot write the report to {out}: it is the ledger {db_path} or one of its "
+        "files; name another file, e.g. report.html\n"
+    )
+    assert _calls_in(db_path) == calls
+    assert [p.name for p in db_path.parent.iterdir() if p.name.endswith(".html")] == []
+
+
+@needs_plotly
+def test_the_report_replaces_a_symlink_instead_of_writing_through_it(db_path: Path) -> None:
+    """A link at the report's path to another file: the link is replaced by the report
+    (0600, it holds prompts), the file it pointed at is untouched (it was overwritten)."""
+    build(str(db_path)).close()
+    victim = db_path.parent / "victim.txt"
+    victim.write_text("keep me")
+    link = db_path.parent / "report.html"
+    link.symlink_to(victim)
+    result = CliRunner().invoke(app, ["--db", str(db_path), "report", "--html", str(link)])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert link.stat().st_mode & 0o777 == 0o600
+    assert "Now a follow-up about glaciers" in link.read_text(encoding="utf-8")
+    assert sorted(p.name for p in db_path.parent.iterdir() if p.name.startswith(".")) == []

@@ -62,6 +62,25 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+def own_file(url: str, path: str | os.PathLike[str]) -> Path | None:
+    """The SQLite ledger's file if ``path`` is it or one of the files it keeps beside it
+    (``-wal``, ``-shm``, ``-journal``, its spool and dead letters ``.spool…``, the
+    write-behind journal ``.journal/``), through links and ``..``; else None. An output
+    file (an export, a report) must never be one of them."""
+    ledger = sqlite_path(url)
+    if ledger is None:
+        return None
+    own = Path(os.path.realpath(ledger))
+    target = Path(os.path.realpath(path))
+    for p in (target, *target.parents):
+        if p.parent == own.parent and (
+            p.name == own.name
+            or p.name.startswith((own.name + "-", own.name + ".spool", own.name + ".journal"))
+        ):
+            return own
+    return None
+
+
 # Query parameters that may carry a credential (password=, sslpassword=, sslkey=, token=...).
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.I)
 _USERINFO = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
