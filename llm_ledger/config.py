@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -160,12 +161,21 @@ def _coerce(name: str, value: Any, *, source: str | None = None) -> Any:
     return value
 
 
-_settings = Settings.from_env()
+_settings: Settings | None = None  # read from the environment at first use, not at import
+_settings_lock = threading.Lock()
 
 
 def settings() -> Settings:
-    """The process-wide settings (what ``default`` shows)."""
-    return _settings
+    """The process-wide settings (what ``default`` shows): the environment is read at the
+    first use, so a bad ``LLM_LEDGER_*`` value fails the first call (or the first look at
+    ``default``) with its ``ConfigError``, not ``import llm_ledger``."""
+    current = _settings
+    if current is None:
+        with _settings_lock:
+            current = _settings
+            if current is None:
+                current = reset_settings()
+    return current
 
 
 def reset_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,7 +188,7 @@ def reset_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def set_default(key: str, value: Any) -> None:
     if key not in _TYPES:
         raise ConfigError(_unknown_message(key))
-    setattr(_settings, key, _coerce(key, value))
+    setattr(settings(), key, _coerce(key, value))
 
 
 class DefaultView(MutableMapping[str, Any]):
@@ -188,8 +198,8 @@ class DefaultView(MutableMapping[str, Any]):
         if key not in _TYPES:
             raise KeyError(_unknown_message(key))
         if key == "cache_file_name":
-            return _settings.database_url()
-        return getattr(_settings, key)
+            return settings().database_url()
+        return getattr(settings(), key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         set_default(key, value)

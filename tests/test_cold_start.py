@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 HEAVY = ("sqlalchemy", "alembic", "openai", "tiktoken", "genai_prices")
 
 
@@ -46,6 +48,41 @@ def test_reading_settings_and_errors_imports_no_heavy_dependency() -> None:
     print(settings().model, default["cache_api_calls"], LedgerError.__name__)
     """
     assert imported_after(code) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ("LLM_LEDGER_MAX_ATTEMPTS=abc", "LLM_LEDGER_MAX_ATTEMPTS='abc': expected int"),
+        (
+            "LLM_LEDGER_MODE=Replay",
+            "LLM_LEDGER_MODE='Replay': must be one of record, replay, refresh",
+        ),
+    ],
+)
+def test_a_bad_setting_in_the_environment_fails_its_first_use_not_the_import(
+    env: str, message: str
+) -> None:
+    """Settings were read when llm_ledger.config was imported, so a bad LLM_LEDGER_* value
+    made ``import llm_ledger`` (test collection, a type checker, a CLI's --help) raise.
+    Now the first look at the settings raises, with the same message."""
+    name, value = env.split("=")
+    code = """
+    import llm_ledger, llm_ledger.testing
+    from llm_ledger import ConfigError
+    print("imported")
+    try:
+        llm_ledger.default["model"]
+    except ConfigError as e:
+        print(e)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", name: value},
+    )
+    assert (result.returncode, result.stdout) == (0, f"imported\n{message}\n"), result.stderr
 
 
 def test_a_lazy_name_imports_its_module_on_first_use() -> None:
