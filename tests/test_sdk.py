@@ -220,6 +220,25 @@ def test_a_mid_stream_disconnect_is_an_error_row_and_never_cached(
     assert words.request_count == 2
 
 
+def test_an_error_event_mid_stream_is_an_error_row_and_never_cached(
+    sdk: OpenAI, words, db_path
+) -> None:
+    words.error_next_stream(after_chunks=1, message="overloaded mid-stream")
+    got = []
+    with pytest.raises(openai.APIError, match="overloaded mid-stream") as caught:
+        for chunk in chat(sdk, "one two three four five six", stream=True):
+            got.append(chunk)
+    assert type(caught.value) is openai.APIError
+    assert len(got) == 1
+    assert rows(
+        db_path, "SELECT status, stream_status, chunks, error_type, error_message FROM call_log"
+    ) == [("error", "error", 1, "APIError", "overloaded mid-stream")]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    again = list(chat(sdk, "one two three four five six", stream=True))
+    assert again[0].choices[0].delta.content == "answer 2 "
+    assert words.request_count == 2
+
+
 # --- embeddings ---------------------------------------------------------------------------
 
 
@@ -549,6 +568,67 @@ def test_a_stream_dropped_without_close_is_recorded_as_abandoned(
     gc.collect()
     assert rows(db_path, "SELECT stream_status, chunks FROM call_log") == [("abandoned", 1)]
     assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+
+
+def test_a_stream_dropped_unread_is_recorded_as_abandoned(sdk: OpenAI, words, db_path) -> None:
+    import gc
+
+    stream = chat(sdk, "one two three four five six", stream=True)
+    del stream
+    gc.collect()
+    assert rows(db_path, "SELECT status, stream_status, chunks FROM call_log") == [
+        ("ok", "abandoned", 0)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    assert words.request_count == 1
+
+
+def test_a_stream_held_at_exit_is_recorded_as_abandoned(words, db_path) -> None:
+    script = (
+        "from llm_ledger.openai import OpenAI\n"
+        f"c = OpenAI(ledger={str(db_path)!r})\n"
+        "m = [{'role': 'user', 'content': 'one two three four five six'}]\n"
+        "s = c.chat.completions.create(model='gpt-4o-mini', messages=m, temperature=0,"
+        " stream=True)\n"
+        "next(iter(s))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    assert rows(db_path, "SELECT status, stream_status, chunks FROM call_log") == [
+        ("ok", "abandoned", 1)
+    ]
+
+
+def test_a_stream_left_at_its_finish_chunk_survives_sigkill(api, db_path) -> None:
+    """The caller stops at the finish chunk (before usage and [DONE]) and is killed: the
+    answer was recorded before that chunk reached it, and is a cache entry."""
+    import signal
+
+    script = (
+        "import sys, time\n"
+        "from llm_ledger.openai import OpenAI\n"
+        f"c = OpenAI(ledger={str(db_path)!r})\n"
+        "m = [{'role': 'user', 'content': 'one two three'}]\n"
+        "s = c.chat.completions.create(model='gpt-4o-mini', messages=m, temperature=0,"
+        " stream=True)\n"
+        "for chunk in s:\n"
+        "    if chunk.choices and chunk.choices[0].finish_reason:\n"
+        "        break\n"
+        "print('finished', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "finished\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    OpenAI(ledger=str(db_path)).ledger.recover()  # the next open replays the journal
+    assert rows(
+        db_path,
+        "SELECT status, stream_status, chunks, total_tokens, tokens_estimated FROM call_log",
+    ) == [("ok", "complete", 3, 12, 0)]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(1,)]
 
 
 def test_show_has_a_stream_section_for_streamed_calls_only(sdk: OpenAI, words, db_path) -> None:

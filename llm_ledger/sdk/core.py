@@ -134,7 +134,8 @@ class Core:
     def answer(self, p: Prepared, request: httpx2.Request, response: httpx2.Response) -> Any:
         """What the transport hands the pipeline: the JSON, or a stream still arriving."""
         if p.stream and p.route != "embedding":
-            return _Tee(p.route, p.include_usage, response)
+            n = p.call.request.params.get("n") if p.route == "chat" else None
+            return _Tee(p.route, p.include_usage, response, choices=n or 1)
         return response.json()
 
     # --- call -> response -----------------------------------------------------------------
