@@ -423,6 +423,59 @@ def test_api_errors_are_the_sdks_after_the_ledgers_retries(sdk: OpenAI, api, db_
     ]
 
 
+def test_a_broken_json_answer_raises_the_sdks_json_error_and_is_not_cached(
+    sdk: OpenAI, api, db_path
+) -> None:
+    import json
+
+    api.reply_raw_next(b'{"id": "x", "choices": [ {broken')
+    with pytest.raises(json.JSONDecodeError):
+        chat(sdk)
+    assert rows(db_path, "SELECT status, attempts, error_type, response_id FROM call_log") == [
+        ("error", 1, "JSONDecodeError", None)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    assert chat(sdk).choices[0].message.content == "answer 1 to: hello there"
+    assert api.request_count == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        ("chat", b"{}"),
+        ("chat", b'{"id": "c1", "object": "chat.completion", "choices": null}'),
+        ("chat", b'{"choices": [{"index": 0}]}'),
+        ("responses", b"{}"),
+        ("embeddings", b'{"object": "list", "data": null}'),
+    ],
+)
+def test_a_200_that_is_not_an_answer_is_an_error_row_never_a_cache_entry(
+    sdk: OpenAI, api, db_path, method: str, payload: bytes
+) -> None:
+    def call() -> Any:
+        if method == "chat":
+            return chat(sdk)
+        if method == "responses":
+            return sdk.responses.create(model=MODEL, input="hi", temperature=0)
+        return sdk.embeddings.create(model="text-embedding-3-small", input="a")
+
+    api.reply_raw_next(payload)
+    with pytest.raises(openai.APIResponseValidationError, match="200 answer is not a"):
+        call()
+    assert rows(db_path, "SELECT status, attempts, error_type, response_id FROM call_log") == [
+        ("error", 1, "APIResponseValidationError", None)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    call()  # asked again, and answered
+    call()  # now a hit
+    assert api.request_count == 2
+    assert rows(db_path, "SELECT cache_status, status FROM call_log ORDER BY id") == [
+        ("miss", "error"),
+        ("miss", "ok"),
+        ("hit", "ok"),
+    ]
+
+
 def test_bad_input_is_refused_before_any_request(sdk: OpenAI, api, db_path) -> None:
     with pytest.raises(llm_ledger.InvalidInputError, match="role"):
         sdk.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "x"}])

@@ -251,6 +251,24 @@ def test_async_error_event_mid_stream_is_an_error_row(words, db_path: Path) -> N
     assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(0,)]
 
 
+def test_async_200_that_is_not_an_answer_is_not_cached(api, db_path: Path) -> None:
+    async def main() -> Any:
+        client = AsyncOpenAI(ledger=str(db_path))
+        api.reply_raw_next(b"{}")
+        with pytest.raises(openai.APIResponseValidationError):
+            await achat(client)
+        ok = await achat(client)
+        await client.close()
+        return ok
+
+    assert asyncio.run(main()).choices[0].message.content == "answer 1 to: hello there"
+    assert rows(str(db_path), "SELECT status, error_type FROM call_log ORDER BY id") == [
+        ("error", "APIResponseValidationError"),
+        ("ok", None),
+    ]
+    assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(1,)]
+
+
 def test_seed_style_async_client(api, db_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
         client = llm_ledger.AsyncOpenAIClient(cache_file_name=str(db_path))

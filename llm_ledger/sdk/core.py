@@ -136,7 +136,13 @@ class Core:
         if p.stream and p.route != "embedding":
             n = p.call.request.params.get("n") if p.route == "chat" else None
             return _Tee(p.route, p.include_usage, response, choices=n or 1)
-        return response.json()
+        body = response.json()  # broken JSON: json.JSONDecodeError, as the SDK raises it
+        reason = wire.malformed(p.route, body)
+        if reason is not None:  # the SDK's own exception for a body that is not its type
+            raise openai.APIResponseValidationError(
+                response, body, message=f"the API's 200 answer is not a {p.route} answer: {reason}"
+            )
+        return body
 
     # --- call -> response -----------------------------------------------------------------
 
@@ -226,7 +232,7 @@ def _run(ctx: calls.Context, call: calls.Call, transport: calls.Transport) -> ca
         result = calls.run(ctx, call, transport)
     except LedgerError as exc:
         sdk_error = getattr(exc, "sdk_error", None)
-        if isinstance(sdk_error, openai.OpenAIError):
+        if isinstance(sdk_error, (openai.OpenAIError, json.JSONDecodeError)):
             raise sdk_error from None
         raise
     assert result is not None  # raise_errors=True: a failure raised above
