@@ -636,6 +636,16 @@ def test_a_stream_dropped_unread_is_recorded_as_abandoned(sdk: OpenAI, words, db
     assert words.request_count == 1
 
 
+def test_a_stream_abandoned_before_its_first_chunk_has_its_prompt_priced(
+    sdk: OpenAI, words, db_path
+) -> None:
+    chat(sdk, "one two three four five six", stream=True).close()
+    tokens = "SELECT prompt_tokens, completion_tokens, total_tokens, tokens_estimated FROM call_log"
+    assert rows(db_path, tokens) == [(13, 0, 13, 1)]
+    cost = rows(db_path, "SELECT cost_usd, response_id FROM call_log")
+    assert (Decimal(str(cost[0][0])), cost[0][1]) == (_genai_cost(MODEL, 13, 0), None)
+
+
 def test_a_stream_held_at_exit_is_recorded_as_abandoned(words, db_path) -> None:
     script = (
         "from llm_ledger.openai import OpenAI\n"
