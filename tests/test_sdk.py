@@ -104,6 +104,22 @@ def test_with_raw_response_works_on_a_hit(sdk: OpenAI, api) -> None:
     assert api.request_count == 1
 
 
+def test_a_miss_passes_the_apis_headers_on_and_a_hit_has_only_ours(sdk: OpenAI, api) -> None:
+    miss = sdk.chat.completions.with_raw_response.create(
+        model=MODEL, messages=msgs("headers"), temperature=0
+    )
+    hit = sdk.chat.completions.with_raw_response.create(
+        model=MODEL, messages=msgs("headers"), temperature=0
+    )
+    assert (miss.headers["x-request-id"], miss.headers["x-llm-ledger-cache"]) == ("req_1", "miss")
+    assert miss.parse()._request_id == "req_1"
+    assert miss.headers["content-type"] == "application/json"
+    assert ("x-request-id" in hit.headers, hit.headers["x-llm-ledger-cache"]) == (False, "hit")
+    assert hit.parse()._request_id is None
+    assert chat(sdk, "plain miss")._request_id == "req_2"
+    assert api.request_count == 2
+
+
 def test_sdk_and_seed_share_cache_entries(sdk: OpenAI, api, db_path) -> None:
     seed = llm_ledger.OpenAIClient(cache_file_name=str(db_path))
     seed.send_message(msgs("shared"), temperature=0, max_tokens=50, top_p=1.0)

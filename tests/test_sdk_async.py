@@ -269,6 +269,17 @@ def test_async_200_that_is_not_an_answer_is_not_cached(api, db_path: Path) -> No
     assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(1,)]
 
 
+def test_async_miss_passes_the_apis_request_id_on(api, db_path: Path) -> None:
+    async def main() -> tuple[Any, Any]:
+        client = AsyncOpenAI(ledger=str(db_path))
+        out = (await achat(client), await achat(client))
+        await client.close()
+        return out
+
+    miss, hit = asyncio.run(main())
+    assert (miss._request_id, hit._request_id) == ("req_1", None)
+
+
 def test_seed_style_async_client(api, db_path: Path) -> None:
     async def main() -> tuple[Any, ...]:
         client = llm_ledger.AsyncOpenAIClient(cache_file_name=str(db_path))
