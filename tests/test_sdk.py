@@ -83,6 +83,23 @@ def test_chat_hit_is_the_misses_type_and_value(sdk: OpenAI, api, db_path) -> Non
     ]
 
 
+def test_the_readme_example_a_second_identical_call_at_temperature_0_is_a_hit(
+    sdk: OpenAI, api, db_path
+) -> None:
+    hi = [{"role": "user", "content": "Hi"}]
+    for _ in range(2):
+        sdk.chat.completions.create(model=MODEL, messages=hi, temperature=0)
+    for _ in range(2):  # no temperature: the API samples, so each call takes a sample slot
+        sdk.chat.completions.create(model=MODEL, messages=hi)
+    assert api.request_count == 3
+    assert rows(db_path, "SELECT cache_status, slot FROM call_log ORDER BY id") == [
+        ("miss", 0),
+        ("hit", 0),
+        ("miss", 0),
+        ("miss", 1),
+    ]
+
+
 def test_chat_parse_hit_rebuilds_parsed(sdk: OpenAI, api) -> None:
     miss = sdk.chat.completions.parse(
         model=MODEL, messages=msgs("a city"), response_format=City, temperature=0
