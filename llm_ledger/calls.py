@@ -444,7 +444,9 @@ def _streamed(
             _answered(ctx, call, rec, value, pending.send, seen)
         except ShortAnswer:
             pass  # kept on the row, never cached
-    settle(pending.budgets, pending.reserved, rec.cost_usd if value is not None else Decimal(0))
+    else:  # nothing arrived, but the request was sent: its prompt is billed
+        _price_prompt_only(ctx, call, rec, pending.send)
+    settle(pending.budgets, pending.reserved, rec.cost_usd)
     if error is not None:
         rec.status = "error"
         rec.error_type = type(error).__name__
@@ -459,6 +461,22 @@ def _streamed(
         request_hash=call.request.request_hash,
         model=call.request.model,
     )
+
+
+def _price_prompt_only(
+    ctx: Context, call: Call, rec: CallRecord, send: list[keys.CanonicalRequest]
+) -> None:
+    """A stream that ended before its first event: the prompt's estimated tokens and cost."""
+    try:
+        prompt = call.endpoint.prompt_tokens(ctx, call.request, send)
+        usage = Usage(prompt, 0, None, None, prompt, estimated=True)
+        cost = pricing.price_answer(call.request.model, {}, usage, ctx.pricing_config())
+    except Exception as exc:  # noqa: BLE001 -- pricing never fails a call (see _answered)
+        usage = Usage()
+        note = f"not priced: {type(exc).__name__}: {exc}"[:500]
+        cost = pricing.Cost(None, note, pricing.price_version(), None)
+    rec.usage = usage
+    rec.cost_usd, rec.cost_note, rec.price_version = cost.cost_usd, cost.note, cost.price_version
 
 
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:

@@ -37,7 +37,11 @@ Deterministic answers (tests rely on them):
   ``response.output_text.delta`` ... ``response.completed``, with ``sequence_number``).
 * Faults mid-stream: ``drop_next(after_chunks=k)`` sends k events of the next streamed answer
   and then cuts the connection; ``pause_next_stream(after_chunks=k)`` returns an event that
-  holds the rest of the next streamed answer back until it is set.
+  holds the rest of the next streamed answer back until it is set;
+  ``error_next_stream(after_chunks=k, message=...)`` sends k events, then an error event
+  (``data: {"error": {"message": ..., "type": "server_error"}}``) and ends the stream.
+* Malformed answers: ``reply_raw_next(payload)`` answers the next request with status 200,
+  ``content-type: application/json`` and ``payload`` as it is (broken JSON, ``{}`` ...).
 * Chat usage: ``prompt_tokens`` = sum over messages of (whitespace words in content + 3),
   ``completion_tokens`` = words in all choices' content, ``total_tokens`` = their sum, plus
   ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.reasoning_tokens``
@@ -287,6 +291,18 @@ class FakeOpenAIServer:
             self._pending.append(("pause", (after_chunks, gate)))
         return gate
 
+    def error_next_stream(self, after_chunks: int = 1, *, message: str = "overloaded") -> None:
+        """Send the first ``after_chunks`` events of the next streamed answer, then an error
+        event carrying ``message``, then end the stream (what the SDK raises ``APIError`` on)."""
+        with self._lock:
+            self._pending.append(("error_event", (after_chunks, message)))
+
+    def reply_raw_next(self, payload: bytes, times: int = 1) -> None:
+        """Answer the next ``times`` requests with status 200 and ``payload`` as the JSON body,
+        unchecked (a broken proxy: truncated JSON, ``{}``, ``{"choices": null}``)."""
+        with self._lock:
+            self._pending += [("raw", payload)] * times
+
     def set_usage_details(self, *, cached_tokens: int = 0, reasoning_tokens: int = 0) -> None:
         """Report these cached/reasoning token counts on later chat answers."""
         with self._lock:
@@ -530,6 +546,10 @@ class _Handler(BaseHTTPRequestHandler):
             answer = error_body(status, message)
             if retry_after is not None:
                 extra["retry-after"] = f"{retry_after:g}"
+        elif action is not None and action[0] == "raw":
+            fake._responded(record, 200)
+            self._send(number, 200, action[1], "application/json", extra)
+            return
         elif raw and body is None:
             status, answer = 400, error_body(400, "We could not parse the JSON body.")
         else:
@@ -544,8 +564,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake._responded(record, status)
             self._stream(number, events, action)
             return
-        payload, ctype = json.dumps(answer).encode(), "application/json"
         fake._responded(record, status)
+        self._send(number, status, json.dumps(answer).encode(), "application/json", extra)
+
+    def _send(
+        self, number: int, status: int, payload: bytes, ctype: str, extra: dict[str, str]
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("content-type", ctype)
@@ -562,6 +586,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Server-sent events, each its own HTTP chunk, flushed as it is written."""
         cut = action[1] if action is not None and action[0] == "drop" else None
         pause = action[1] if action is not None and action[0] == "pause" else None
+        if action is not None and action[0] == "error_event":
+            k, message = action[1]
+            error = {"error": {"message": message, "type": "server_error", "code": None}}
+            events = events[:k] + [f"data: {json.dumps(error)}\n\n".encode()]
         try:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")

@@ -83,6 +83,23 @@ def test_chat_hit_is_the_misses_type_and_value(sdk: OpenAI, api, db_path) -> Non
     ]
 
 
+def test_the_readme_example_a_second_identical_call_at_temperature_0_is_a_hit(
+    sdk: OpenAI, api, db_path
+) -> None:
+    hi = [{"role": "user", "content": "Hi"}]
+    for _ in range(2):
+        sdk.chat.completions.create(model=MODEL, messages=hi, temperature=0)
+    for _ in range(2):  # no temperature: the API samples, so each call takes a sample slot
+        sdk.chat.completions.create(model=MODEL, messages=hi)
+    assert api.request_count == 3
+    assert rows(db_path, "SELECT cache_status, slot FROM call_log ORDER BY id") == [
+        ("miss", 0),
+        ("hit", 0),
+        ("miss", 0),
+        ("miss", 1),
+    ]
+
+
 def test_chat_parse_hit_rebuilds_parsed(sdk: OpenAI, api) -> None:
     miss = sdk.chat.completions.parse(
         model=MODEL, messages=msgs("a city"), response_format=City, temperature=0
@@ -102,6 +119,22 @@ def test_with_raw_response_works_on_a_hit(sdk: OpenAI, api) -> None:
     assert raw.headers["x-llm-ledger-cache"] == "hit"
     assert raw.parse().choices[0].message.content == "answer 1 to: hello there"
     assert api.request_count == 1
+
+
+def test_a_miss_passes_the_apis_headers_on_and_a_hit_has_only_ours(sdk: OpenAI, api) -> None:
+    miss = sdk.chat.completions.with_raw_response.create(
+        model=MODEL, messages=msgs("headers"), temperature=0
+    )
+    hit = sdk.chat.completions.with_raw_response.create(
+        model=MODEL, messages=msgs("headers"), temperature=0
+    )
+    assert (miss.headers["x-request-id"], miss.headers["x-llm-ledger-cache"]) == ("req_1", "miss")
+    assert miss.parse()._request_id == "req_1"
+    assert miss.headers["content-type"] == "application/json"
+    assert ("x-request-id" in hit.headers, hit.headers["x-llm-ledger-cache"]) == (False, "hit")
+    assert hit.parse()._request_id is None
+    assert chat(sdk, "plain miss")._request_id == "req_2"
+    assert api.request_count == 2
 
 
 def test_sdk_and_seed_share_cache_entries(sdk: OpenAI, api, db_path) -> None:
@@ -214,6 +247,25 @@ def test_a_mid_stream_disconnect_is_an_error_row_and_never_cached(
     assert rows(db_path, "SELECT status, stream_status, chunks, error_type FROM call_log") == [
         ("error", "error", 2, "RemoteProtocolError")
     ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    again = list(chat(sdk, "one two three four five six", stream=True))
+    assert again[0].choices[0].delta.content == "answer 2 "
+    assert words.request_count == 2
+
+
+def test_an_error_event_mid_stream_is_an_error_row_and_never_cached(
+    sdk: OpenAI, words, db_path
+) -> None:
+    words.error_next_stream(after_chunks=1, message="overloaded mid-stream")
+    got = []
+    with pytest.raises(openai.APIError, match="overloaded mid-stream") as caught:
+        for chunk in chat(sdk, "one two three four five six", stream=True):
+            got.append(chunk)
+    assert type(caught.value) is openai.APIError
+    assert len(got) == 1
+    assert rows(
+        db_path, "SELECT status, stream_status, chunks, error_type, error_message FROM call_log"
+    ) == [("error", "error", 1, "APIError", "overloaded mid-stream")]
     assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
     again = list(chat(sdk, "one two three four five six", stream=True))
     assert again[0].choices[0].delta.content == "answer 2 "
@@ -404,6 +456,59 @@ def test_api_errors_are_the_sdks_after_the_ledgers_retries(sdk: OpenAI, api, db_
     ]
 
 
+def test_a_broken_json_answer_raises_the_sdks_json_error_and_is_not_cached(
+    sdk: OpenAI, api, db_path
+) -> None:
+    import json
+
+    api.reply_raw_next(b'{"id": "x", "choices": [ {broken')
+    with pytest.raises(json.JSONDecodeError):
+        chat(sdk)
+    assert rows(db_path, "SELECT status, attempts, error_type, response_id FROM call_log") == [
+        ("error", 1, "JSONDecodeError", None)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    assert chat(sdk).choices[0].message.content == "answer 1 to: hello there"
+    assert api.request_count == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        ("chat", b"{}"),
+        ("chat", b'{"id": "c1", "object": "chat.completion", "choices": null}'),
+        ("chat", b'{"choices": [{"index": 0}]}'),
+        ("responses", b"{}"),
+        ("embeddings", b'{"object": "list", "data": null}'),
+    ],
+)
+def test_a_200_that_is_not_an_answer_is_an_error_row_never_a_cache_entry(
+    sdk: OpenAI, api, db_path, method: str, payload: bytes
+) -> None:
+    def call() -> Any:
+        if method == "chat":
+            return chat(sdk)
+        if method == "responses":
+            return sdk.responses.create(model=MODEL, input="hi", temperature=0)
+        return sdk.embeddings.create(model="text-embedding-3-small", input="a")
+
+    api.reply_raw_next(payload)
+    with pytest.raises(openai.APIResponseValidationError, match="200 answer is not a"):
+        call()
+    assert rows(db_path, "SELECT status, attempts, error_type, response_id FROM call_log") == [
+        ("error", 1, "APIResponseValidationError", None)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    call()  # asked again, and answered
+    call()  # now a hit
+    assert api.request_count == 2
+    assert rows(db_path, "SELECT cache_status, status FROM call_log ORDER BY id") == [
+        ("miss", "error"),
+        ("miss", "ok"),
+        ("hit", "ok"),
+    ]
+
+
 def test_bad_input_is_refused_before_any_request(sdk: OpenAI, api, db_path) -> None:
     with pytest.raises(llm_ledger.InvalidInputError, match="role"):
         sdk.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "x"}])
@@ -549,6 +654,77 @@ def test_a_stream_dropped_without_close_is_recorded_as_abandoned(
     gc.collect()
     assert rows(db_path, "SELECT stream_status, chunks FROM call_log") == [("abandoned", 1)]
     assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+
+
+def test_a_stream_dropped_unread_is_recorded_as_abandoned(sdk: OpenAI, words, db_path) -> None:
+    import gc
+
+    stream = chat(sdk, "one two three four five six", stream=True)
+    del stream
+    gc.collect()
+    assert rows(db_path, "SELECT status, stream_status, chunks FROM call_log") == [
+        ("ok", "abandoned", 0)
+    ]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    assert words.request_count == 1
+
+
+def test_a_stream_abandoned_before_its_first_chunk_has_its_prompt_priced(
+    sdk: OpenAI, words, db_path
+) -> None:
+    chat(sdk, "one two three four five six", stream=True).close()
+    tokens = "SELECT prompt_tokens, completion_tokens, total_tokens, tokens_estimated FROM call_log"
+    assert rows(db_path, tokens) == [(13, 0, 13, 1)]
+    cost = rows(db_path, "SELECT cost_usd, response_id FROM call_log")
+    assert (Decimal(str(cost[0][0])), cost[0][1]) == (_genai_cost(MODEL, 13, 0), None)
+
+
+def test_a_stream_held_at_exit_is_recorded_as_abandoned(words, db_path) -> None:
+    script = (
+        "from llm_ledger.openai import OpenAI\n"
+        f"c = OpenAI(ledger={str(db_path)!r})\n"
+        "m = [{'role': 'user', 'content': 'one two three four five six'}]\n"
+        "s = c.chat.completions.create(model='gpt-4o-mini', messages=m, temperature=0,"
+        " stream=True)\n"
+        "next(iter(s))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    assert rows(db_path, "SELECT status, stream_status, chunks FROM call_log") == [
+        ("ok", "abandoned", 1)
+    ]
+
+
+def test_a_stream_left_at_its_finish_chunk_survives_sigkill(api, db_path) -> None:
+    """The caller stops at the finish chunk (before usage and [DONE]) and is killed: the
+    answer was recorded before that chunk reached it, and is a cache entry."""
+    import signal
+
+    script = (
+        "import sys, time\n"
+        "from llm_ledger.openai import OpenAI\n"
+        f"c = OpenAI(ledger={str(db_path)!r})\n"
+        "m = [{'role': 'user', 'content': 'one two three'}]\n"
+        "s = c.chat.completions.create(model='gpt-4o-mini', messages=m, temperature=0,"
+        " stream=True)\n"
+        "for chunk in s:\n"
+        "    if chunk.choices and chunk.choices[0].finish_reason:\n"
+        "        break\n"
+        "print('finished', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "finished\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    OpenAI(ledger=str(db_path)).ledger.recover()  # the next open replays the journal
+    assert rows(
+        db_path,
+        "SELECT status, stream_status, chunks, total_tokens, tokens_estimated FROM call_log",
+    ) == [("ok", "complete", 3, 12, 0)]
+    assert rows(db_path, "SELECT COUNT(*) FROM cache_entries") == [(1,)]
 
 
 def test_show_has_a_stream_section_for_streamed_calls_only(sdk: OpenAI, words, db_path) -> None:

@@ -194,6 +194,25 @@ def test_async_abandoned_stream_is_recorded_and_not_cached(words, db_path: Path)
     assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(0,)]
 
 
+def test_async_stream_dropped_unread_is_recorded_as_abandoned(words, db_path: Path) -> None:
+    import gc
+
+    async def main() -> None:
+        client = AsyncOpenAI(ledger=str(db_path))
+        stream = await achat(client, "one two three four five six", stream=True)
+        del stream
+        gc.collect()
+        await asyncio.sleep(0)  # the dropped connection's close, scheduled on the loop
+        await client.close()
+
+    asyncio.run(main())
+    assert rows(str(db_path), "SELECT status, stream_status, chunks FROM call_log") == [
+        ("ok", "abandoned", 0)
+    ]
+    assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+    assert words.request_count == 1
+
+
 def test_async_mid_stream_disconnect_is_an_error_row(words, db_path: Path) -> None:
     words.drop_next(after_chunks=3)
 
@@ -211,6 +230,54 @@ def test_async_mid_stream_disconnect_is_an_error_row(words, db_path: Path) -> No
         ("error", "error", 3)
     ]
     assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+
+
+def test_async_error_event_mid_stream_is_an_error_row(words, db_path: Path) -> None:
+    words.error_next_stream(after_chunks=2, message="overloaded mid-stream")
+
+    async def main() -> int:
+        client = AsyncOpenAI(ledger=str(db_path))
+        got = 0
+        with pytest.raises(openai.APIError, match="overloaded mid-stream"):
+            async for _ in await achat(client, "one two three four five six", stream=True):
+                got += 1
+        await client.close()
+        return got
+
+    assert asyncio.run(main()) == 2
+    assert rows(str(db_path), "SELECT status, stream_status, chunks, error_type FROM call_log") == [
+        ("error", "error", 2, "APIError")
+    ]
+    assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(0,)]
+
+
+def test_async_200_that_is_not_an_answer_is_not_cached(api, db_path: Path) -> None:
+    async def main() -> Any:
+        client = AsyncOpenAI(ledger=str(db_path))
+        api.reply_raw_next(b"{}")
+        with pytest.raises(openai.APIResponseValidationError):
+            await achat(client)
+        ok = await achat(client)
+        await client.close()
+        return ok
+
+    assert asyncio.run(main()).choices[0].message.content == "answer 1 to: hello there"
+    assert rows(str(db_path), "SELECT status, error_type FROM call_log ORDER BY id") == [
+        ("error", "APIResponseValidationError"),
+        ("ok", None),
+    ]
+    assert rows(str(db_path), "SELECT COUNT(*) FROM cache_entries") == [(1,)]
+
+
+def test_async_miss_passes_the_apis_request_id_on(api, db_path: Path) -> None:
+    async def main() -> tuple[Any, Any]:
+        client = AsyncOpenAI(ledger=str(db_path))
+        out = (await achat(client), await achat(client))
+        await client.close()
+        return out
+
+    miss, hit = asyncio.run(main())
+    assert (miss._request_id, hit._request_id) == ("req_1", None)
 
 
 def test_seed_style_async_client(api, db_path: Path) -> None:

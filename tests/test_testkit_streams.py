@@ -149,3 +149,26 @@ def test_pause_holds_the_rest_of_a_stream(server: FakeOpenAIServer, client: Open
     reader.join(10)
     assert held
     assert len(got) == 5
+
+
+def test_an_error_event_after_k_chunks(server: FakeOpenAIServer, client: OpenAI) -> None:
+    server.error_next_stream(after_chunks=2, message="overloaded mid-stream")
+    got = []
+    with pytest.raises(openai.APIError, match="overloaded mid-stream") as caught:
+        for chunk in client.chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO, stream=True
+        ):
+            got.append(chunk.choices[0].delta.content)
+    assert type(caught.value) is openai.APIError
+    assert got == ["answer 1 ", "to: one "]
+
+
+def test_a_raw_reply_is_sent_as_it_is(server: FakeOpenAIServer, client: OpenAI) -> None:
+    import json
+
+    server.reply_raw_next(b'{"id": "x", "choices": [ {broken')
+    with pytest.raises(json.JSONDecodeError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    server.reply_raw_next(b"{}")
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices is None
+    assert [r.status for r in server.requests] == [200, 200]

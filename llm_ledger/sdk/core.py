@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ..clients import OpenAIClient
 
 CACHE_HEADER = "x-llm-ledger-cache"  # hit | miss | bypass, on every answer the ledger gives
+# The API's headers a miss passes on, but these: the ledger writes the body anew.
+BODY_HEADERS = {"content-length", "content-encoding", "content-type", "transfer-encoding"}
 Send = Callable[[httpx2.Request, bool], httpx2.Response]
 ASend = Callable[[httpx2.Request, bool], Awaitable[httpx2.Response]]
 
@@ -56,6 +58,7 @@ class Prepared:
     call: calls.Call
     stream: bool
     include_usage: bool  # the caller asked for the usage chunk (chat streams)
+    upstream: httpx2.Response | None = None  # the API's last answer (its headers on a miss)
 
 
 class Core:
@@ -134,16 +137,29 @@ class Core:
     def answer(self, p: Prepared, request: httpx2.Request, response: httpx2.Response) -> Any:
         """What the transport hands the pipeline: the JSON, or a stream still arriving."""
         if p.stream and p.route != "embedding":
-            return _Tee(p.route, p.include_usage, response)
-        return response.json()
+            n = p.call.request.params.get("n") if p.route == "chat" else None
+            return _Tee(p.route, p.include_usage, response, choices=n or 1)
+        body = response.json()  # broken JSON: json.JSONDecodeError, as the SDK raises it
+        reason = wire.malformed(p.route, body)
+        if reason is not None:  # the SDK's own exception for a body that is not its type
+            raise openai.APIResponseValidationError(
+                response, body, message=f"the API's 200 answer is not a {p.route} answer: {reason}"
+            )
+        return body
 
     # --- call -> response -----------------------------------------------------------------
 
     def respond(
         self, p: Prepared, request: httpx2.Request, result: calls.Result, live: Callable[..., Any]
     ) -> httpx2.Response:
-        """The HTTP response the SDK reads, from what the pipeline returned."""
-        headers = {CACHE_HEADER: result.cache_status}
+        """The HTTP response the SDK reads, from what the pipeline returned. A miss carries
+        the API's headers (``x-request-id``: the SDK's ``_request_id``); a hit only ours."""
+        headers: dict[str, str] = {}
+        if p.upstream is not None and result.cache_status != "hit":
+            for name, value in p.upstream.headers.multi_items():
+                if name.lower() not in BODY_HEADERS:
+                    headers[name] = value
+        headers[CACHE_HEADER] = result.cache_status
         if p.route == "embedding":
             vectors = [wire.decode_vector(r["data"][0]["embedding"]) for r in result.responses]
             tokens = [(r.get("usage") or {}).get("prompt_tokens") for r in result.responses]
@@ -154,10 +170,6 @@ class Core:
             return httpx2.Response(200, headers=headers, json=answer, request=request)
         value = result.responses[0]
         if isinstance(value, _Tee):  # a streamed miss, passing through as it arrives
-            upstream = value.response
-            headers.update(
-                {k: v for k, v in upstream.headers.items() if k.lower() == "x-request-id"}
-            )
             headers["content-type"] = "text/event-stream"
             return httpx2.Response(200, headers=headers, stream=live(value), request=request)
         if p.stream:
@@ -181,6 +193,7 @@ class Core:
             except (*request_exceptions(), *timeout_exceptions()) as exc:
                 raise self.connection_error(out, exc) from exc
             self.check(client, out, response)
+            p.upstream = response
             return self.answer(p, out, response)
 
         result = _run(self.seed._context(), p.call, transport)
@@ -205,6 +218,7 @@ class Core:
             if response.status_code >= 400:
                 await response.aread()
             self.check(client, out, response)
+            p.upstream = response
             if p.stream and p.route != "embedding":
                 return self.answer(p, out, response)
             await response.aread()
@@ -225,7 +239,7 @@ def _run(ctx: calls.Context, call: calls.Call, transport: calls.Transport) -> ca
         result = calls.run(ctx, call, transport)
     except LedgerError as exc:
         sdk_error = getattr(exc, "sdk_error", None)
-        if isinstance(sdk_error, openai.OpenAIError):
+        if isinstance(sdk_error, (openai.OpenAIError, json.JSONDecodeError)):
             raise sdk_error from None
         raise
     assert result is not None  # raise_errors=True: a failure raised above

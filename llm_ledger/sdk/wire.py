@@ -35,6 +35,31 @@ def route_of(method: str, path: str) -> str | None:
     return None
 
 
+def malformed(route: str, body: Any) -> str | None:
+    """Why a 200 body is not an answer of its route (None: it is one). Checked before the
+    ledger stores it: a ``{}`` from a broken proxy must not become every later call's hit."""
+    if not isinstance(body, dict):
+        return f"the body is a JSON {type(body).__name__}, not an object"
+    if route == "chat":
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return "no choices (a chat completion has a non-empty list)"
+        if not all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices):
+            return "a choice without a message"
+    elif route == "responses":
+        if not isinstance(body.get("output"), list):
+            return "no output list (a response has one)"
+    else:
+        data = body.get("data")
+        if not isinstance(data, list):
+            return "no data list (an embedding answer has one)"
+        if not all(
+            isinstance(d, dict) and isinstance(d.get("embedding"), (list, str)) for d in data
+        ):
+            return "an item without an embedding"
+    return None
+
+
 # --- server-sent events -----------------------------------------------------------------
 
 
