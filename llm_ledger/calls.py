@@ -616,7 +616,9 @@ def _answered(
         rec.answers.append(_answer(call, r.request_hash, rec.request, response, usage, cost))
         rec.primary_answer = 0
         raise
-    if len(call.items) == 1:  # the whole answer is the one item's (its request: the row's)
+    if len(call.items) == 1 and call.items[0].request_hash == r.request_hash:
+        # The whole answer is the one item's, its request the row's (a chat call, a str
+        # embedding input). A one-str list is an item of its own: its entry is the str's.
         store = seen.decisions[0].store
         slot = rec.slot or 0
         rec.answers.append(

@@ -294,6 +294,28 @@ def test_embeddings_are_cached_per_item(sdk: OpenAI, api, db_path, encoding: str
     assert api.request_count == 2
 
 
+def test_a_one_string_list_is_cached_under_its_string(sdk: OpenAI, api, db_path) -> None:
+    """``input=["a"]`` was stored under the whole request's hash but looked up under the
+    item's, so it never hit: every identical call paid again. Now its entry is the str's,
+    shared with ``input="a"`` and with the seed's ``get_embedding(["a"])``."""
+    kw = {"model": "text-embedding-3-small", "encoding_format": "float"}
+    first = sdk.embeddings.create(input=["a"], **kw)
+    again = sdk.embeddings.create(input=["a"], **kw)
+    as_str = sdk.embeddings.create(input="a", **kw)
+    seed = llm_ledger.OpenAIClient(cache_file_name=str(db_path)).get_embedding(["a"])
+    assert api.request_count == 1
+    assert again == first
+    assert as_str.data[0].embedding == first.data[0].embedding == seed[0]
+    assert len(seed) == 1 and len(first.data) == 1
+    assert rows(db_path, "SELECT cache_status, items_total, items_hit FROM call_log") == [
+        ("miss", 1, 0),
+        ("hit", 1, 1),
+        ("hit", 1, 1),
+        ("hit", 1, 1),
+    ]
+    assert rows(db_path, "SELECT count(*) FROM cache_entries") == [(1,)]
+
+
 def test_seed_embeddings_serve_the_sdk(sdk: OpenAI, api, db_path) -> None:
     seed = llm_ledger.OpenAIClient(cache_file_name=str(db_path))
     vector = seed.get_embedding("Paris")
