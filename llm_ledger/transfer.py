@@ -21,6 +21,7 @@ import functools
 import gzip
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -41,9 +42,9 @@ from ._version import __version__
 from .errors import BundleError, TransferError
 from .keys import canonical_json, hash_json
 from .log import logger
-from .store import connections, db
+from .store import connections, db, vetting
 from .store.merge import Attached, attached_batches
-from .store.models import CacheEntry, CallLog, Money, Request, Response
+from .store.models import CHOICES, MAX_ID, CacheEntry, CallLog, Money, Request, Response
 from .store.repository import Ledger
 
 log = logger
@@ -51,6 +52,10 @@ log = logger
 FORMAT = "llm-ledger-bundle"
 FORMAT_VERSION = 1
 DEFAULT_BATCH = 2000
+BATCH_BYTES = 8 * 1024 * 1024
+"""An import writes a batch once its records' lines reach this many bytes, however few:
+decoded, a line takes up to ~30 times its size ({},{},... of empty objects), so a batch
+is bounded by bytes as well as by count."""
 # Record types in the order a bundle holds them (parents first), and their counts' names.
 RECORD_TYPES = {
     "request": "requests",
@@ -72,10 +77,14 @@ class Field:
     nullable: bool
     max_len: int | None = None
     bits: int = 32
+    low: int | None = None  # ints: the smallest allowed (ids from 1, counts from 0)
+    choices: tuple[str, ...] | None = None  # strs: the values the library writes
 
 
-def _field(column: Any) -> Field:
+def _field(table: str, column: Any) -> Field:
     t, nullable = column.type, bool(column.nullable)
+    if column.name in ("id", "response_id"):
+        return Field("int", nullable, bits=64, low=1)
     if isinstance(t, Money):
         return Field("decimal", nullable)
     if isinstance(t, JSON):
@@ -86,15 +95,15 @@ def _field(column: Any) -> Field:
         return Field("datetime", nullable)
     if isinstance(t, Float):
         return Field("float", nullable)
-    if isinstance(t, Integer):
-        return Field("int", nullable, bits=64 if isinstance(t, BigInteger) else 32)
+    if isinstance(t, Integer):  # every other integer column is a count
+        return Field("int", nullable, bits=64 if isinstance(t, BigInteger) else 32, low=0)
     if isinstance(t, String):
-        return Field("str", nullable, t.length)
+        return Field("str", nullable, t.length, choices=CHOICES.get((table, column.name)))
     raise AssertionError(f"no bundle field kind for {column}")
 
 
 def _fields(table: Any, *, keep_id: bool = False) -> dict[str, Field]:
-    return {c.name: _field(c) for c in table.c if c.name != "id" or keep_id}
+    return {c.name: _field(table.name, c) for c in table.c if c.name != "id" or keep_id}
 
 
 # A record is {"type": ..., **fields}: the table's columns without surrogate ids, except
@@ -148,15 +157,22 @@ def _decode_value(f: Field, value: Any) -> Any:
             raise ValueError("must be a string")
         if f.max_len is not None and len(value) > f.max_len:
             raise ValueError(f"is longer than {f.max_len} characters")
+        if "\x00" in value:  # PostgreSQL cannot store it: refused on every engine alike
+            raise ValueError("must not contain a NUL character")
+        if f.choices is not None and value not in f.choices:
+            raise ValueError(f"must be one of {', '.join(f.choices)}")
     elif f.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be an integer")
-        if not -(2 ** (f.bits - 1)) <= value < 2 ** (f.bits - 1):
-            raise ValueError(f"is out of range for a {f.bits}-bit integer")
+        high = MAX_ID if f.low == 1 else 2 ** (f.bits - 1) - 1
+        if not (f.low if f.low is not None else -high - 1) <= value <= high:
+            raise ValueError(f"must be from {f.low} to {high}")
     elif f.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a number")
         value = float(value)
+        if not math.isfinite(value):  # 1e999 reads as infinity
+            raise ValueError("must be a finite number")
     elif f.kind == "bool":
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
@@ -172,26 +188,46 @@ def _decode_value(f: Field, value: Any) -> Any:
             value = Decimal(value) if isinstance(value, str) else None
         except InvalidOperation:
             value = None
-        if value is None or not value.is_finite() or abs(value) >= 10**10:
-            raise ValueError("must be a decimal number string below 10000000000") from None
+        if (
+            value is None
+            or not value.is_finite()
+            or abs(value) >= 10**10
+            or value.as_tuple().exponent < -10  # type: ignore[operator]
+        ):  # what NUMERIC(20, 10) holds exactly, as the exporter writes it
+            raise ValueError(
+                "must be a decimal number string below 10000000000 with at most 10 decimal places"
+            ) from None
     elif f.kind == "object":
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object")
     elif f.kind == "tags":
         if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 100 and len(v) <= 255
+            isinstance(k, str)
+            and isinstance(v, str)
+            and len(k) <= 100
+            and len(v) <= 255
+            and "\x00" not in k
+            and "\x00" not in v
             for k, v in value.items()
         ):
-            raise ValueError("must be an object of strings (names up to 100, values up to 255)")
+            raise ValueError(
+                "must be an object of strings (names up to 100, values up to 255, no NUL)"
+            )
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise BundleError(f"holds {name}, which no JSON number may be (the format has none)")
 
 
 def decode(raw: bytes) -> tuple[str, dict[str, Any]]:
     """A record line -> (record type, row); BundleError says what is wrong with it."""
     try:
-        rec = json.loads(raw)
-    except ValueError:
-        raise BundleError("not valid JSON") from None
+        rec = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise BundleError("nests JSON too deep to read") from None
+    except ValueError as exc:
+        raise BundleError(str(exc) if isinstance(exc, BundleError) else "not valid JSON") from None
     if not isinstance(rec, dict):
         raise BundleError("not a JSON object")
     rtype = rec.pop("type", None)
@@ -305,6 +341,14 @@ def _header(path: Path, line: bytes | None) -> dict[str, Any]:
     return header
 
 
+def _hash_of(obj: dict[str, Any]) -> str:
+    """The hash keys.py gives ``obj`` (docs/hashing.md): SHA-256 of its canonical JSON."""
+    try:
+        return hash_json(canonical_json(obj))
+    except RecursionError:
+        raise BundleError("nests JSON too deep to read") from None
+
+
 @dataclass
 class _Refs:
     """What a bundle defines, to check uniqueness and that every reference resolves."""
@@ -336,9 +380,18 @@ class _Refs:
         seen: set[Any]
         if rtype == "request":
             seen, key = self.requests, row["request_hash"]
+            # A request whose text is not its hash's would give the hash's callers (a cache
+            # hit) answers to another question: the bundle is refused, as it was edited.
+            if _hash_of(row["request"]) != key:
+                raise BundleError(
+                    f"request {key} is not the SHA-256 of its request (docs/hashing.md)"
+                )
+            body = row["request"]
+            if (body.get("kind"), body.get("model")) != (row["kind"], row["model"]):
+                raise BundleError(f"request {key}: kind and model are not its request's")
         elif rtype == "response":
             seen, key = set(self.responses), row["id"]
-            if hash_json(canonical_json(row["response"])) != row["response_hash"]:
+            if _hash_of(row["response"]) != row["response_hash"]:
                 self.bad_responses[key] = "its response_hash does not match its response"
         elif rtype == "cache_entry":
             seen, key = self.entries, (row["namespace"], row["request_hash"], row["slot"])
@@ -549,17 +602,23 @@ def import_bundle(
         lines = _lines(path)
         next(lines)
         batch: list[dict[str, Any]] = []
-        current = "request"
+        current, held = "request", 0
         with progress_bar(progress, f"import {path.name}", total) as advance:
             for raw in lines:
                 hasher.update(raw)
                 rtype, row = decode(raw)
-                if batch and (rtype != current or len(batch) >= batch_size):
+                if batch and rtype != current:
                     _merge(merger, current, batch, checked.bad_responses)
                     advance(len(batch))
-                    batch = []
+                    batch, held = [], 0
                 current = rtype
                 batch.append(row)
+                held += len(raw)
+                # Written as soon as it is full, before the next line is decoded beside it.
+                if len(batch) >= batch_size or held >= BATCH_BYTES:
+                    _merge(merger, current, batch, checked.bad_responses)
+                    advance(len(batch))
+                    batch, held = [], 0
             if batch:
                 _merge(merger, current, batch, checked.bad_responses)
                 advance(len(batch))
@@ -698,14 +757,22 @@ def _copy(
         # is rewritten, and the default does (a larger one only grows the peak).
         kib = ATTACHED_COPY_CACHE_KIB if attached else COPY_CACHE_KIB
         write.exec_driver_sql(f"PRAGMA main.cache_size = -{kib}")
+    where = f"the source {db.describe(src.url)}"
     if attached:
         # Attached inside the transaction: the source is read from one snapshot, taken at
-        # its first read and held to the end, and never locked against its writers.
+        # its first read (the check's) and held to the end, and never locked against its
+        # writers.
         write.exec_driver_sql(f"ATTACH DATABASE ? AS {_SOURCE}", (str(source_file),))
+        vetting.check_sqlite_source(write, _SOURCE, where)
         steps = [
             (functools.partial(_read_attached, write, table), write_batch)
             for table, (_, write_batch) in zip(ATTACHED_TABLES, steps, strict=True)
         ]
+    elif src.dialect == "sqlite":
+        vetting.check_sqlite_source(read, "main", where)
+    else:  # typed columns; the request hashes are checked as the requests are read
+        vetting.check_ids(read, where)
+        steps[0] = (functools.partial(_checked_requests, where), merger.requests)
     with (
         bulk.indexes_deferred(write) if merger.verbatim else contextlib.nullcontext(),
         progress_bar(progress, f"copy to {db.describe(target.url)}", total) as advance,
@@ -730,6 +797,23 @@ def _read_attached(
     conn: Any, table: str, _read: Any, _sel: bulk.Selection, batch_size: int
 ) -> Iterator[Attached]:
     return attached_batches(conn, _SOURCE, table, batch_size)
+
+
+def _checked_requests(
+    where: str, conn: Any, sel: bulk.Selection, batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The source's requests, each checked to be the request its hash names."""
+    for rows in bulk.read_requests(conn, sel, batch_size):
+        for row in rows:
+            body = row["request"]
+            text = canonical_json(json.loads(body) if isinstance(body, str) else body)
+            if hash_json(text) != row["request_hash"]:
+                raise TransferError(
+                    f"{where} is not a ledger this llm-ledger can copy: requests row "
+                    f"request_hash {row['request_hash']!r} is not the SHA-256 of its request "
+                    "(docs/hashing.md); nothing was copied"
+                )
+        yield rows
 
 
 def _seen(result: bulk.MergeResult) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import itertools
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,11 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+import llm_ledger
 from llm_ledger import transfer
+from llm_ledger.cli import app
+from llm_ledger.store import db, repository
+from llm_ledger.store.merge import attached_batches
+from llm_ledger.store.models import MAX_ID
+from llm_ledger.testing import FakeOpenAIServer
 from llm_ledger.transfer import BundleError
 
-from .test_transfer import digest, exported, ledger_b, rewrite  # noqa: F401  (fixtures)
+from .test_transfer import (  # noqa: F401  (fixtures)
+    counts,
+    digest,
+    exported,
+    ledger_b,
+    record_calls,
+    rewrite,
+)
 
 MEMORY_BOUND_MB = 256
 """Peak resident memory of a refused pickle import (a fresh interpreter is ~60 MB)."""
@@ -179,3 +197,257 @@ def test_deeply_nested_pickle_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"}Vk\n" + b"]" * 1000 + b"a" * 999 + b"s.")
     with pytest.raises(pickles.PickleImportError, match="nests containers more than 200 deep"):
         pickles.load_cache(path)
+
+
+# --- hostile copy sources ------------------------------------------------------------------
+
+
+def _recorded(client: Any, api: Any, db_path: Path, *statements: str) -> str:
+    """record_calls on the SQLite ledger at db_path, then ``statements`` run on it as an
+    attacker would (sqlite3, outside the library)."""
+    record_calls(client, api)
+    llm_ledger.flush()
+    repository.close_all()
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+    return str(db_path)
+
+
+def _target(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> str:
+    return str(tmp_path / "copy.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_attached_batches_follow_the_rows_not_the_width_of_the_ids(
+    client: llm_ledger.OpenAIClient,
+    api: FakeOpenAIServer,
+    db_path: Path,
+) -> None:
+    source = _recorded(client, api, db_path, f"UPDATE call_log SET id = {MAX_ID} WHERE id = 5")
+    engine = db.make_engine(source)
+    with engine.connect() as conn:
+        batches = list(itertools.islice(attached_batches(conn, "main", "call_log", 2), 10))
+    engine.dispose()
+    assert [(b.after, b.upto) for b in batches] == [(None, 2), (2, 4), (4, None)]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_copy_refuses_an_id_past_the_bound_and_writes_nothing(
+    client: llm_ledger.OpenAIClient,
+    api: FakeOpenAIServer,
+    db_path: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    engine: str,
+) -> None:
+    top = 2**63 - 1
+    source = _recorded(
+        client,
+        api,
+        db_path,
+        f"UPDATE call_tags SET call_id = {top} WHERE call_id = 3",
+        f"UPDATE call_log SET id = {top} WHERE id = 3",
+    )
+    target = _target(request, engine, tmp_path)
+    result = CliRunner().invoke(app, ["--db", source, "copy", "--to", target])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: the source sqlite:///{db_path} is not a ledger this llm-ledger can copy: "
+        f"call_log row id {top} has id {top}, which must be an id from 1 to {MAX_ID}; "
+        "nothing was copied\n"
+    )
+    assert set(counts(target).values()) == {0}
+
+
+HOSTILE_SOURCES = {
+    "garbage values": (
+        [
+            "UPDATE call_log SET cost_usd = 'abc', latency_ms = 'fast', tokens_estimated = 7,"
+            " status = 'pwned' WHERE id = 4"
+        ],
+        # the first bad value in column order
+        "call_log row id 4 has status 'pwned', which must be one of ok, error, refused",
+    ),
+    "not a date": (
+        ["UPDATE call_log SET created_at = 'not a date' WHERE id = 2"],
+        "call_log row id 2 has created_at 'not a date', which must be a date-time "
+        "(YYYY-MM-DD HH:MM:SS.ffffff)",
+    ),
+    "text for dollars": (
+        ["UPDATE responses SET cost_usd = 'abc' WHERE id = 1"],
+        "responses row id 1 has cost_usd 'abc', which must be null or a number of dollars "
+        "below 10000000000",
+    ),
+    "a view for a table": (
+        [
+            "CREATE TABLE stolen AS SELECT * FROM requests",
+            "DROP TABLE requests",
+            "CREATE VIEW requests AS SELECT * FROM stolen",
+        ],
+        "its 'requests' is a view, not a table",
+    ),
+    "malformed JSON": (
+        ["UPDATE call_log SET tags = '{not json' WHERE id = 1"],
+        "call_log row id 1 has tags '{not json', which must be null or a JSON object",
+    ),
+    "a NUL character": (
+        ["UPDATE call_log SET run = 'a' || char(0) || 'b' WHERE id = 1"],
+        "call_log row id 1 has run 'a\\x00b', which must be null or text of at most 200 "
+        "characters without NUL characters",
+    ),
+    "a request that is not its hash's": (
+        ["UPDATE requests SET request = replace(request, 'France', 'Spain')"],
+        "requests row request_hash '{h}' has request_hash '{h}', which must be the SHA-256 "
+        "of its request (docs/hashing.md)",
+    ),
+}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("case", list(HOSTILE_SOURCES))
+def test_copy_refuses_a_source_the_ledger_could_not_have_written(
+    client: llm_ledger.OpenAIClient,
+    api: FakeOpenAIServer,
+    db_path: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    engine: str,
+    case: str,
+) -> None:
+    statements, problem = HOSTILE_SOURCES[case]
+    source = _recorded(client, api, db_path, *statements)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (france,) = conn.execute(
+            "SELECT request_hash FROM requests WHERE request LIKE '%Spain%'"
+        ).fetchone() or ("",)
+    target = _target(request, engine, tmp_path)
+    result = CliRunner().invoke(app, ["--db", source, "copy", "--to", target])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: the source sqlite:///{db_path} is not a ledger this llm-ledger can copy: "
+        f"{problem.replace('{h}', france)}; nothing was copied\n"
+    )
+    assert set(counts(target).values()) == {0}
+
+
+# --- hostile values in a bundle ------------------------------------------------------------
+
+
+def _with_checksum(path: Path, lines: list[bytes]) -> None:
+    """Write a bundle's lines with the checksum of the records as they are."""
+    header = json.loads(lines[0])
+    header["checksum"] = hashlib.sha256(b"".join(lines[1:])).hexdigest()
+    path.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1:]))
+
+
+def _first_call(rec: dict[str, Any], **change: Any) -> dict[str, Any]:
+    if rec["type"] == "call" and rec["status"] == "ok" and rec["cache_status"] == "miss":
+        return {**rec, **change}
+    return rec
+
+
+HOSTILE_VALUES = {
+    "infinity": ({"latency_ms": "INF"}, "call record: latency_ms must be a finite number"),
+    "an unknown status": (
+        {"status": "pwned"},
+        "call record: status must be one of ok, error, refused",
+    ),
+    "negative attempts": ({"attempts": -5}, "call record: attempts must be from 0 to 2147483647"),
+    "a NUL character": ({"run": "a\x00b"}, "call record: run must not contain a NUL character"),
+    "too many decimal places": (
+        {"cost_usd": "9999999999.99999999999999"},
+        "call record: cost_usd must be a decimal number string below 10000000000 with at "
+        "most 10 decimal places",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_VALUES))
+def test_import_refuses_a_value_no_ledger_holds(
+    exported: Path,  # noqa: F811
+    ledger_b: str,  # noqa: F811
+    tmp_path: Path,
+    case: str,
+) -> None:
+    change, problem = HOSTILE_VALUES[case]
+    bad = tmp_path / "bad.jsonl"
+    rewrite(exported, bad, lambda rec: _first_call(rec, **change))
+    if change.get("latency_ms") == "INF":  # json.dumps would write Infinity: the attacker's 1e999
+        lines = bad.read_bytes().replace(b'"latency_ms":"INF"', b'"latency_ms":1e999')
+        _with_checksum(bad, lines.splitlines(keepends=True))
+    before = digest(ledger_b)
+    with pytest.raises(BundleError) as info:
+        transfer.import_bundle(ledger_b, bad)
+    lineno = next(
+        i
+        for i, line in enumerate(bad.read_bytes().splitlines(), start=1)
+        if b'"cache_status":"miss"' in line and b'"type":"call"' in line
+    )
+    assert str(info.value) == f"{bad}, line {lineno}: {problem}; nothing was imported"
+    assert digest(ledger_b) == before
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_import_refuses_nan_and_infinity_anywhere(
+    exported: Path,  # noqa: F811
+    tmp_path: Path,
+    constant: bytes,
+) -> None:
+    lines = exported.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"params":{', b'"params":{"temperature":' + constant + b",", 1)
+    bad = tmp_path / "nan.jsonl"
+    _with_checksum(bad, lines)
+    with pytest.raises(BundleError) as info:
+        transfer.verify_bundle(bad)
+    assert str(info.value) == (
+        f"{bad}, line 2: holds {constant.decode()}, which no JSON number may be (the format "
+        "has none); nothing was imported"
+    )
+
+
+def test_import_refuses_a_request_that_is_not_its_hashs(
+    exported: Path,  # noqa: F811
+    ledger_b: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """b_poison.jsonl: a real request's hash on another request's text, so that the real
+    request's callers would be answered from the bundle."""
+
+    def swap(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["type"] == "request" and "France" in json.dumps(rec["request"]):
+            text = json.dumps(rec["request"]).replace("France", "Spain")
+            return {**rec, "request": json.loads(text)}
+        return rec
+
+    bad = tmp_path / "poison.jsonl"
+    rewrite(exported, bad, swap)
+    line, h = next(
+        (i, json.loads(raw)["request_hash"])
+        for i, raw in enumerate(bad.read_bytes().splitlines(), start=1)
+        if b"Spain" in raw
+    )
+    before = digest(ledger_b)
+    with pytest.raises(BundleError) as info:
+        transfer.import_bundle(ledger_b, bad)
+    assert str(info.value) == (
+        f"{bad}, line {line}: request {h} is not the SHA-256 of its request "
+        "(docs/hashing.md); nothing was imported"
+    )
+    assert digest(ledger_b) == before
+
+
+def test_deeply_nested_json_is_refused_not_a_traceback(
+    exported: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    lines = exported.read_bytes().splitlines(keepends=True)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    lines[1] = lines[1].replace(b'"params":{', b'"params":{"d":' + deep + b",", 1)
+    bad = tmp_path / "deep.jsonl"
+    _with_checksum(bad, lines)
+    result = CliRunner().invoke(app, ["--db", str(tmp_path / "t.db"), "import", str(bad)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: {bad}, line 2: nests JSON too deep to read; nothing was imported\n"
+    )

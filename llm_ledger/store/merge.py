@@ -84,15 +84,10 @@ def attached_batches(
     conn: Connection, schema: str, table: str, batch_size: int
 ) -> Iterator[Attached]:
     """``table`` of the ledger attached as ``schema`` in ranges of at most ``batch_size``
-    rows: of ids from the lowest to the highest (nothing is read to cut them), or of
-    request hashes cut by seeks in their index (the last range open-ended)."""
+    rows, each range's end found by a seek in the key's index (the last one open-ended):
+    the number of batches follows the number of rows, never the width of the key's range
+    (ids 1 and 2**63-1 are two rows, not 2**63 / batch_size empty ranges)."""
     key = _ATTACHED_KEYS[table]
-    if key == "id":
-        low, high = conn.exec_driver_sql(f"SELECT min(id), max(id) FROM {schema}.{table}").one()
-        if low is not None:
-            for start in range(low - 1, high, batch_size):
-                yield Attached(schema, table, start, min(start + batch_size, high))
-        return
     after = None
     while True:
         where = f" WHERE {key} > ?" if after is not None else ""

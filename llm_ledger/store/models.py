@@ -506,4 +506,20 @@ class CallTag(Base):
 
 TABLES = tuple(t.name for t in Base.metadata.sorted_tables)
 """Every ledger table, parents first: requests, responses, cache_entries, call_log, call_tags."""
+
+MAX_ID = 2**53 - 1
+"""The highest surrogate id a copy or a bundle may carry: far past any real ledger, yet far
+enough below the 64-bit top that a target whose sequence is moved past a copy's ids keeps
+room to grow, and exact in every JSON reader (doubles hold integers up to 2**53)."""
+
+KINDS = ("chat", "embedding", "responses")
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("requests", "kind"): KINDS,
+    ("call_log", "kind"): KINDS,
+    ("call_log", "cache_status"): ("hit", "miss", "bypass"),
+    ("call_log", "status"): ("ok", "error", "refused"),
+    ("call_log", "stream_status"): ("complete", "abandoned", "error", "replayed", "failed"),
+}
+"""(table, column) -> the values the library writes there (api_type is open: custom clients
+name their own). Checked on what import and copy bring in."""
 VIEW_NAMES = ("calls", "daily_usage", "model_costs", "cached_answers")
