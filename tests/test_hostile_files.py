@@ -296,11 +296,6 @@ HOSTILE_SOURCES = {
         "call_log row id 1 has run 'a\\x00b', which must be null or text of at most 200 "
         "characters without NUL characters",
     ),
-    "a request that is not its hash's": (
-        ["UPDATE requests SET request = replace(request, 'France', 'Spain')"],
-        "requests row request_hash '{h}' has request_hash '{h}', which must be the SHA-256 "
-        "of its request (docs/hashing.md)",
-    ),
 }
 
 
@@ -317,16 +312,12 @@ def test_copy_refuses_a_source_the_ledger_could_not_have_written(
 ) -> None:
     statements, problem = HOSTILE_SOURCES[case]
     source = _recorded(client, api, db_path, *statements)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        (france,) = conn.execute(
-            "SELECT request_hash FROM requests WHERE request LIKE '%Spain%'"
-        ).fetchone() or ("",)
     target = _target(request, engine, tmp_path)
     result = CliRunner().invoke(app, ["--db", source, "copy", "--to", target])
     assert result.exit_code == 2
     assert result.output == (
         f"error: the source sqlite:///{db_path} is not a ledger this llm-ledger can copy: "
-        f"{problem.replace('{h}', france)}; nothing was copied\n"
+        f"{problem}; nothing was copied\n"
     )
     assert set(counts(target).values()) == {0}
 
@@ -406,35 +397,35 @@ def test_import_refuses_nan_and_infinity_anywhere(
     )
 
 
-def test_import_refuses_a_request_that_is_not_its_hashs(
-    exported: Path,  # noqa: F811
-    ledger_b: str,  # noqa: F811
-    tmp_path: Path,
+def test_a_ledger_written_with_a_redact_hook_exports_imports_and_copies(
+    api: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    """b_poison.jsonl: a real request's hash on another request's text, so that the real
-    request's callers would be answered from the bundle."""
+    """A ``redact`` hook stores another text than the one hashed (docs/hashing.md), so a
+    request's text is not checked against its hash: a check refused every such ledger's
+    bundle and copy (and stopped no poisoning: a bundle's answers are trusted either way,
+    docs/transfer.md)."""
 
-    def swap(rec: dict[str, Any]) -> dict[str, Any]:
-        if rec["type"] == "request" and "France" in json.dumps(rec["request"]):
-            text = json.dumps(rec["request"]).replace("France", "Spain")
-            return {**rec, "request": json.loads(text)}
-        return rec
+    def redact(body: dict[str, Any]) -> dict[str, Any]:
+        for m in body["messages"]:
+            m["content"] = m["content"].replace("secret", "[x]")
+        return body
 
-    bad = tmp_path / "poison.jsonl"
-    rewrite(exported, bad, swap)
-    line, h = next(
-        (i, json.loads(raw)["request_hash"])
-        for i, raw in enumerate(bad.read_bytes().splitlines(), start=1)
-        if b"Spain" in raw
-    )
-    before = digest(ledger_b)
-    with pytest.raises(BundleError) as info:
-        transfer.import_bundle(ledger_b, bad)
-    assert str(info.value) == (
-        f"{bad}, line {line}: request {h} is not the SHA-256 of its request "
-        "(docs/hashing.md); nothing was imported"
-    )
-    assert digest(ledger_b) == before
+    src = tmp_path / "src.db"
+    client = llm_ledger.OpenAIClient(cache_file_name=str(src), redact=redact)
+    client.send_message([{"role": "user", "content": "my secret plan"}], temperature=0)
+    repository.close_all()
+    bundle = tmp_path / "b.jsonl"
+    for args in (
+        ["--db", str(src), "export", str(bundle)],
+        ["--db", str(tmp_path / "imported.db"), "import", str(bundle)],
+        ["--db", str(src), "copy", "--to", str(tmp_path / "copied.db")],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    for name in ("src.db", "imported.db", "copied.db"):
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as conn:
+            [(text,)] = conn.execute("SELECT request FROM requests").fetchall()
+            assert json.loads(text)["messages"] == [{"content": "my [x] plan", "role": "user"}]
 
 
 def test_deeply_nested_json_is_refused_not_a_traceback(

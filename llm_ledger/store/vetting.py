@@ -11,7 +11,6 @@ PostgreSQL and MariaDB type their columns, so a source there gets :func:`check_i
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +22,6 @@ from .models import CHOICES, MAX_ID, TABLES, Base, Money
 
 _REFERENCES = frozenset({"id", "response_id", "call_id"})
 _DATETIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*"
-_SHA256 = "llm_ledger_sha256"
-"""An SQL function (Python's sha256 of the text's UTF-8) registered on the checking connection."""
 
 
 @dataclass(frozen=True)
@@ -95,26 +92,6 @@ RULES: dict[str, list[Rule]] = {
 }
 _KEYS = {"requests": "request_hash", "call_tags": "call_id"}
 
-# A request row must be the request its hash names (docs/hashing.md): keys.py stores the
-# canonical JSON it hashed, so the stored text's SHA-256 is the hash. A row whose text was
-# swapped would answer the real request's callers with another request's answers.
-RULES["requests"] += [
-    Rule(
-        "request_hash",
-        f"coalesce(request_hash = {_SHA256}(request), 0)",
-        "the SHA-256 of its request (docs/hashing.md)",
-    ),
-]
-
-
-def _sha256(text: Any) -> str | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-    except UnicodeError:
-        return None
-
 
 def check_sqlite_source(conn: Connection, schema: str, where: str) -> None:
     """Raise TransferError naming the first value in the SQLite ledger ``schema`` (``main``,
@@ -135,8 +112,6 @@ def check_sqlite_source(conn: Connection, schema: str, where: str) -> None:
                 f"{'a ' + kinds[table] if table in kinds else 'missing'}, not a table; "
                 "nothing was copied"
             )
-    raw: Any = conn.connection.driver_connection
-    raw.create_function(_SHA256, 1, _sha256, deterministic=True)
     for table, rules in RULES.items():
         key = _KEYS.get(table, "id")
         checks = ", ".join(r.sql for r in rules)
