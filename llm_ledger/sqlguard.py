@@ -92,6 +92,11 @@ DEFAULT_TIMEOUT_S = 60.0
 # is far below PostgreSQL's statement_timeout ceiling (2^31 ms) and MariaDB's (a year).
 MIN_TIMEOUT_S = 0.001
 MAX_TIMEOUT_S = 86400.0
+# What grant-reader sets on the reader login for sessions that do not come through `sql`
+# (psql, the mysql client): defaults it may change in its own session, see docs/cli.md.
+READER_CONNECTION_LIMIT = 10
+READER_STATEMENT_TIMEOUT_S = DEFAULT_TIMEOUT_S
+
 # PostgreSQL functions any login may run (EXECUTE is granted to PUBLIC) whose effect
 # outlives the rolled-back READ ONLY transaction, reaches other sessions, or runs SQL
 # text no check could see. Keys are regular expressions for whole names.
@@ -514,10 +519,27 @@ def grant_reader(conn: Connection, name: str, password: str) -> list[str]:
         schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
         conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {q(str(database))} TO {q(name)}")
         conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {q(str(schema))} TO {q(name)}")
+        # For sessions that do not come through `sql` (psql): defaults, which the login may
+        # still SET in its own session; what PUBLIC is granted is left alone (docs/cli.md).
+        conn.exec_driver_sql(f"REVOKE TEMPORARY ON DATABASE {q(str(database))} FROM {q(name)}")
+        conn.exec_driver_sql(f"ALTER ROLE {q(name)} CONNECTION LIMIT {READER_CONNECTION_LIMIT}")
+        seconds = f"'{READER_STATEMENT_TIMEOUT_S:g}s'"
+        for setting, value in (
+            ("default_transaction_read_only", "on"),
+            ("statement_timeout", seconds),
+            ("idle_in_transaction_session_timeout", seconds),
+        ):
+            conn.exec_driver_sql(f"ALTER ROLE {q(name)} SET {setting} = {value}")
+        for relation in relations:
+            conn.exec_driver_sql(f"GRANT SELECT ON {q(relation)} TO {q(name)}")
     elif is_mysql(conn):
         user = f"{q(name)}@'%%'"
         conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS {user}")
         conn.exec_driver_sql(f"ALTER USER {user} IDENTIFIED BY {secret}")
+        limits = f"MAX_USER_CONNECTIONS {READER_CONNECTION_LIMIT}"
+        if getattr(conn.dialect, "is_mariadb", False):  # MySQL has no per-user statement time
+            limits += f" MAX_STATEMENT_TIME {READER_STATEMENT_TIMEOUT_S:g}"
+        conn.exec_driver_sql(f"ALTER USER {user} WITH {limits}")
         database = str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
         for relation in relations:
             conn.exec_driver_sql(f"GRANT SELECT ON {q(database)}.{q(relation)} TO {user}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 import llm_ledger
@@ -432,3 +433,54 @@ def test_sqlite_query_stops_at_the_timeout(known: str) -> None:  # noqa: F811
         "error: the query ran longer than --timeout 0.5 s and was stopped; narrow it, or "
         "give a larger --timeout (at most 86400)\n"
     )
+
+
+# --- grant-reader -----------------------------------------------------------------------
+
+
+def reader_scalar(url: str, sql: str) -> object:
+    engine = db.make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_grant_reader_postgresql_login_defaults_to_read_only(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    url = reader(location)
+    assert reader_scalar(url, "SHOW default_transaction_read_only") == "on"
+    assert reader_scalar(url, "SHOW statement_timeout") == "1min"
+    assert reader_scalar(url, "SHOW idle_in_transaction_session_timeout") == "1min"
+    assert (
+        admin_scalar(
+            location, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'llm_ledger_sql_reader'"
+        )
+        == 10
+    )
+    with pytest.raises(
+        DBAPIError, match="cannot execute CREATE TABLE AS in a read-only transaction"
+    ):
+        reader_scalar(url, "CREATE TEMP TABLE t AS SELECT 1 AS a")
+
+
+def test_grant_reader_postgresql_revokes_an_explicit_temporary_grant(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    reader(location)
+    engine = db.make_engine(location, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("GRANT TEMPORARY ON DATABASE llm_ledger_sql TO llm_ledger_sql_reader"))
+    engine.dispose()
+    reader(location)
+    acl = admin_scalar(
+        location, "SELECT datacl::text FROM pg_database WHERE datname = 'llm_ledger_sql'"
+    )
+    assert "llm_ledger_sql_reader=" not in str(acl) or "llm_ledger_sql_reader=c/" in str(acl)
+
+
+def test_grant_reader_mariadb_login_has_limits(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    reader(location)
+    shown = admin_scalar(location, "SHOW CREATE USER 'llm_ledger_sql_reader'@'%'")
+    assert str(shown).endswith("WITH MAX_USER_CONNECTIONS 10 MAX_STATEMENT_TIME 60.000000")
