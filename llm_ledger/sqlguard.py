@@ -16,15 +16,21 @@ docs/reliability.md, "Threat model"):
    and refuses repeated column names inside a derived table; ``INTO OUTFILE``, ``SET``
    and ``/*! ... */`` tricks fail that parse.
 3. In a READ ONLY transaction with a statement timeout, always rolled back.
+4. What such a transaction still lets act beyond it (large objects, WAL messages, advisory
+   locks, LOCK IN SHARE MODE...) is refused by name, from the whole text, before connecting:
+   :func:`refused_text`, which cannot be fooled by quoting or comments, only over-refuse.
 
-SQLite's guard is here too (a ``mode=ro`` file, ``query_only`` and an authorizer), and
+SQLite's guard is here too (a ``mode=ro`` file, ``query_only``, an authorizer that also
+refuses :data:`SQLITE_REFUSED_FUNCTIONS`, a progress handler for the timeout), and
 the statement splitter, which only words the CLI's messages: it can refuse, never allow.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -82,7 +88,116 @@ MARIADB_DATA_PRIVILEGES = frozenset(
     }
 )
 DEFAULT_TIMEOUT_S = 60.0
+# --timeout bounds: 1 ms is the engines' resolution (0 would mean no limit to them); a day
+# is far below PostgreSQL's statement_timeout ceiling (2^31 ms) and MariaDB's (a year).
+MIN_TIMEOUT_S = 0.001
+MAX_TIMEOUT_S = 86400.0
+# What grant-reader sets on the reader login for sessions that do not come through `sql`
+# (psql, the mysql client): defaults it may change in its own session, see docs/cli.md.
+READER_CONNECTION_LIMIT = 10
+READER_STATEMENT_TIMEOUT_S = DEFAULT_TIMEOUT_S
+
+# PostgreSQL functions any login may run (EXECUTE is granted to PUBLIC) whose effect
+# outlives the rolled-back READ ONLY transaction, reaches other sessions, or runs SQL
+# text no check could see. Keys are regular expressions for whole names.
+PG_REFUSED_FUNCTIONS: dict[str, str] = {
+    "pg_logical_emit_message": "it writes WAL that a rollback does not take back",
+    "lo_creat|lo_create|lo_from_bytea|lo_import|lo_export|lo_open|lowrite|lo_put|lo_truncate"
+    "|lo_truncate64|lo_unlink": "it writes large objects, whose storage outlives the rollback",
+    "txid_current|pg_current_xact_id": "it assigns a transaction id, which a rollback does "
+    "not give back",
+    "pg_advisory_\\w*|pg_try_advisory_\\w*": "it takes locks other sessions wait for "
+    "(the ledger's migrations take one)",
+    "pg_notify": "it queues notifications for other sessions",
+    "pg_cancel_backend|pg_terminate_backend|pg_log_backend_memory_contexts": "it acts on "
+    "other sessions",
+    "pg_stat_reset\\w*": "it resets the server's statistics",
+    "pg_create_\\w*_replication_slot|pg_copy_\\w*_replication_slot|pg_drop_replication_slot"
+    "|pg_replication_slot_advance|pg_logical_slot_\\w*|pg_replication_origin_\\w*": "it "
+    "changes replication state",
+    "query_to_xml\\w*|cursor_to_xml\\w*|ts_stat|ts_rewrite|dblink\\w*|pg_background\\w*": "it "
+    "runs SQL text given as a value, which the other checks cannot see",
+}
+# MariaDB: what a READ ONLY transaction still allows and other sessions wait for; each is
+# refused when its words appear in this order anywhere in the text.
+MARIADB_REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "LOCK IN SHARE MODE",
+        ("lock", "in", "share", "mode"),
+        "it locks the rows it reads, and writers wait for them",
+    ),
+    ("FOR SHARE", ("for", "share"), "it locks the rows it reads, and writers wait for them"),
+    (
+        "GET_LOCK()",
+        ("get_lock",),
+        "it takes a lock other sessions wait for (the ledger's migrations take one)",
+    ),
+)
+# SQLite functions the authorizer refuses: Python's sqlite3 registers none of the shell's
+# file functions (readfile, writefile, edit), so these are what SQLite itself brings.
+SQLITE_REFUSED_FUNCTIONS = frozenset(
+    {
+        "fts3_tokenizer",  # reads tokenizer pointers (memory addresses), and replaces them
+        "fts5",  # hands out a pointer to the FTS5 API
+        "load_extension",  # loads native code (also off in Python's sqlite3)
+    }
+)
 _GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.I)
+
+
+_NOT_IN_A_STRING = (
+    "; this check reads the whole text, strings and comments too: give text that names it "
+    "as a -p value"
+)
+
+
+def _word(word: str) -> str:
+    """A name as its own word; digits may come before it (``/*!50000LOCK ...*/``)."""
+    return rf"(?<![^\W\d])(?<!\$)(?:{word})(?![\w$])"
+
+
+def refused_text(query: str, dialect: str) -> str | None:
+    """Why the text may not run, read from the text alone; None when it names nothing refused.
+
+    No parsing: the whole text, strings and comments included, lower-cased. Quoting, case
+    or comments cannot hide a name from it; the price is refusing a query that only mentions
+    one in a string, which a ``-p`` value carries instead.
+    """
+    lowered = query.lower()
+    if dialect == "postgresql":
+        if 'u&"' in lowered:
+            return (
+                'U&"..." identifiers are refused (they could spell a refused function\'s '
+                "name); write the name plainly"
+            )
+        for names, why in PG_REFUSED_FUNCTIONS.items():
+            if m := re.search(_word(names), lowered):
+                return f"{m.group(0)}() is refused: {why}{_NOT_IN_A_STRING}"
+    elif dialect in ("mysql", "mariadb"):
+        for what, words, why in MARIADB_REFUSED:
+            at = 0
+            for word in words:
+                m = re.compile(_word(word)).search(lowered, at)
+                if m is None:
+                    break
+                at = m.end()
+            else:
+                return f"{what} is refused: {why}{_NOT_IN_A_STRING}"
+    return None
+
+
+def timeout_seconds(shown: str) -> float:
+    """``--timeout`` as seconds: a finite number from 1 ms to a day; the limit is never off."""
+    try:
+        seconds = float(shown)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and MIN_TIMEOUT_S <= seconds <= MAX_TIMEOUT_S):
+        raise LedgerError(
+            f"--timeout must be a number of seconds from {MIN_TIMEOUT_S:g} to "
+            f"{MAX_TIMEOUT_S:g}, not {shown} (there is no way to turn the limit off)"
+        )
+    return seconds
 
 
 def is_mysql(conn: Connection) -> bool:
@@ -165,12 +280,19 @@ def wrapped(query: str) -> str:
 
 
 def start(conn: Connection, timeout_s: float) -> None:
-    """The statement timeout for this read-only transaction (0: none)."""
-    ms = max(0, int(timeout_s * 1000))
+    """The statement timeout for this read-only transaction; never 0, which means none."""
+    ms = max(1, round(timeout_seconds(repr(timeout_s)) * 1000))
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
     elif is_mysql(conn):
         conn.exec_driver_sql(f"SET SESSION max_statement_time = {ms / 1000:.3f}")
+    else:
+        # SQLite has no statement timeout: SQLite calls this every 1000 instructions, and a
+        # true answer interrupts the statement ("interrupted").
+        deadline = time.monotonic() + timeout_s
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
 
 
 def run(conn: Connection, query: str, params: dict[str, str]) -> Any:
@@ -268,6 +390,8 @@ class _ReadOnlySqlite(sqlite3.Connection):
     refused: str | None = None
 
     def authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in SQLITE_REFUSED_FUNCTIONS:
+            return sqlite3.SQLITE_DENY  # SQLite's message names the function
         if action in _SQLITE_READS or (
             action == sqlite3.SQLITE_PRAGMA
             and (arg2 is None or (arg1 or "").lower() in _SQLITE_LOOKING_PRAGMAS)
@@ -395,12 +519,27 @@ def grant_reader(conn: Connection, name: str, password: str) -> list[str]:
         schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
         conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {q(str(database))} TO {q(name)}")
         conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {q(str(schema))} TO {q(name)}")
+        # For sessions that do not come through `sql` (psql): defaults, which the login may
+        # still SET in its own session; what PUBLIC is granted is left alone (docs/cli.md).
+        conn.exec_driver_sql(f"REVOKE TEMPORARY ON DATABASE {q(str(database))} FROM {q(name)}")
+        conn.exec_driver_sql(f"ALTER ROLE {q(name)} CONNECTION LIMIT {READER_CONNECTION_LIMIT}")
+        seconds = f"'{READER_STATEMENT_TIMEOUT_S:g}s'"
+        for setting, value in (
+            ("default_transaction_read_only", "on"),
+            ("statement_timeout", seconds),
+            ("idle_in_transaction_session_timeout", seconds),
+        ):
+            conn.exec_driver_sql(f"ALTER ROLE {q(name)} SET {setting} = {value}")
         for relation in relations:
             conn.exec_driver_sql(f"GRANT SELECT ON {q(relation)} TO {q(name)}")
     elif is_mysql(conn):
         user = f"{q(name)}@'%%'"
         conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS {user}")
         conn.exec_driver_sql(f"ALTER USER {user} IDENTIFIED BY {secret}")
+        limits = f"MAX_USER_CONNECTIONS {READER_CONNECTION_LIMIT}"
+        if getattr(conn.dialect, "is_mariadb", False):  # MySQL has no per-user statement time
+            limits += f" MAX_STATEMENT_TIME {READER_STATEMENT_TIMEOUT_S:g}"
+        conn.exec_driver_sql(f"ALTER USER {user} WITH {limits}")
         database = str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
         for relation in relations:
             conn.exec_driver_sql(f"GRANT SELECT ON {q(database)}.{q(relation)} TO {user}")

@@ -319,3 +319,24 @@ def test_empty_query_exits_2(known: str) -> None:  # noqa: F811
 )
 def test_statements_counts_top_level_statements(sql: str, dialect: str, count: int) -> None:
     assert len(statements(sql, dialect)) == count
+
+
+# --- --timeout ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "0.0001", "-1", "inf", "-inf", "nan", "86401", "1e300"])
+def test_sql_timeout_out_of_range_exits_2_before_connecting(value: str, tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "absent.db")  # connecting would say there is no ledger here
+    result = invoke("--db", nowhere, "sql", "SELECT 1", "--timeout", value)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: --timeout must be a number of seconds from 0.001 to 86400, not {value} "
+        "(there is no way to turn the limit off)\n"
+    )
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["0.001", "86400"])
+def test_sql_timeout_bounds_are_accepted(known: str, value: str) -> None:  # noqa: F811
+    result = invoke("--db", known, "sql", "SELECT 1 AS one", "--timeout", value, "-f", "csv")
+    assert (result.exit_code, result.stdout) == (0, "one\n1\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 import llm_ledger
@@ -88,7 +89,7 @@ def test_postgresql_server_files_are_never_written(
     ("attack", "message"),
     [
         ("SELECT pg_read_file('/etc/hostname')", "error: permission denied for function"),
-        ("SELECT lo_import('/etc/hostname')", "error: permission denied for function"),
+        ("SELECT lo_import('/etc/hostname')", "error: read-only: lo_import() is refused: "),
         ("SELECT pg_reload_conf()", "error: permission denied for function"),
         ("SELECT pg_switch_wal()", "error: permission denied for function"),
         ("SELECT set_config('role', 'postgres', true)", "error: permission denied to set role"),
@@ -116,7 +117,11 @@ def test_postgresql_other_sessions_cannot_be_terminated(pg_url: str, api) -> Non
         pid = victim.execute(text("SELECT pg_backend_pid()")).scalar()
         result = invoke("--db", reader(location), "sql", f"SELECT pg_terminate_backend({pid})")
         assert result.exit_code == 2, result.output
-        assert result.stderr == "error: must be a superuser to terminate superuser process\n"
+        assert result.stderr == (
+            "error: read-only: pg_terminate_backend() is refused: it acts on other sessions; "
+            "this check reads the whole text, strings and comments too: give text that names "
+            "it as a -p value\n"
+        )
         assert victim.execute(text("SELECT 1")).scalar() == 1
     engine.dispose()
 
@@ -125,6 +130,96 @@ def test_postgresql_query_stops_at_the_timeout(pg_url: str, api) -> None:
     location = ledger_with_calls(pg_url)
     result = invoke("--db", reader(location), "sql", "SELECT pg_sleep(60)", "--timeout", "0.5")
     refused(result, "error: the query ran longer than --timeout 0.5 s and was stopped")
+
+
+PG_NOT_IN_A_STRING = (
+    "; this check reads the whole text, strings and comments too: give text that names "
+    "it as a -p value\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("attack", "name"),
+    [
+        (
+            "SELECT count(pg_logical_emit_message(false, 'x', repeat('x', 10000000)))",
+            "pg_logical_emit_message",
+        ),
+        ("SELECT lo_from_bytea(0, 'persisted')", "lo_from_bytea"),
+        ("SELECT lo_create(0)", "lo_create"),
+        ('SELECT pg_catalog . "lo_creat"(-1)', "lo_creat"),
+        ("SELECT LO_PUT(lo_create(0), 0, 'x')", "lo_put"),
+        ("SELECT txid_current()", "txid_current"),
+        ("SELECT pg_current_xact_id()", "pg_current_xact_id"),
+        ("SELECT pg_advisory_lock(7402119)", "pg_advisory_lock"),
+        ("SELECT pg_try_advisory_xact_lock(1)", "pg_try_advisory_xact_lock"),
+        ("SELECT pg_notify('c', 'x')", "pg_notify"),
+        ("SELECT pg_cancel_backend(1)", "pg_cancel_backend"),
+        ("SELECT pg_stat_reset_shared('bgwriter')", "pg_stat_reset_shared"),
+        ("SELECT query_to_xml('SELECT lo_cre' || 'ate(0)', true, false, '')", "query_to_xml"),
+        ("SELECT * FROM ts_stat('SELECT to_tsvector(lo_create(0)::text)')", "lo_create"),
+    ],
+)
+def test_postgresql_functions_acting_beyond_the_transaction_are_refused(
+    pg_url: str, api, attack: str, name: str
+) -> None:
+    location = ledger_with_calls(pg_url)
+    objects = admin_scalar(location, "SELECT COUNT(*) FROM pg_largeobject_metadata")
+    size = admin_scalar(location, "SELECT pg_relation_size('pg_largeobject')")
+    wal = admin_scalar(location, "SELECT pg_current_wal_lsn()")
+    result = invoke("--db", reader(location), "sql", attack)
+    refused(result)
+    assert result.stderr.startswith(f"error: read-only: {name}() is refused: it "), result.stderr
+    assert result.stderr.endswith(PG_NOT_IN_A_STRING)
+    assert admin_scalar(location, "SELECT COUNT(*) FROM pg_largeobject_metadata") == objects
+    assert admin_scalar(location, "SELECT pg_relation_size('pg_largeobject')") == size
+    written = admin_scalar(location, f"SELECT pg_current_wal_lsn() - '{wal}'::pg_lsn")
+    assert int(str(written)) < 1_000_000  # the emit_message attack wrote 10 MB
+
+
+def test_postgresql_large_object_refusal_says_why(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", reader(location), "sql", "SELECT lo_from_bytea(0, 'persisted')")
+    assert result.stderr == (
+        "error: read-only: lo_from_bytea() is refused: it writes large objects, whose storage "
+        "outlives the rollback" + PG_NOT_IN_A_STRING
+    )
+
+
+def test_postgresql_unicode_escaped_identifiers_are_refused(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", reader(location), "sql", 'SELECT U&"lo\\005fcreate"(0)')
+    refused(result)
+    assert result.stderr == (
+        'error: read-only: U&"..." identifiers are refused (they could spell a refused '
+        "function's name); write the name plainly\n"
+    )
+
+
+def test_postgresql_a_refused_name_passes_as_a_parameter_value(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke(
+        "--db", reader(location), "sql", "SELECT :v AS v", "-p", "v", "lo_create", "-f", "csv"
+    )
+    assert (result.exit_code, result.stdout) == (0, "v\nlo_create\n")
+
+
+def test_postgresql_timeout_below_a_millisecond_is_refused_before_connecting(
+    pg_url: str, api
+) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", reader(location), "sql", "SELECT pg_sleep(3)", "--timeout", "0.0001")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --timeout must be a number of seconds from 0.001 to 86400, not 0.0001 "
+        "(there is no way to turn the limit off)\n"
+    )
+
+
+def test_postgresql_one_millisecond_timeout_stops_the_query(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    result = invoke("--db", reader(location), "sql", "SELECT pg_sleep(3)", "--timeout", "0.001")
+    refused(result, "error: the query ran longer than --timeout 0.001 s and was stopped")
 
 
 def test_postgresql_reader_reads_with_repeated_column_names(pg_url: str, api) -> None:
@@ -201,6 +296,52 @@ def test_mariadb_query_stops_at_the_timeout(mysql_url: str, api) -> None:
     refused(result, "error: the query ran longer than --timeout 0.5 s and was stopped")
 
 
+@pytest.mark.parametrize(
+    ("attack", "what"),
+    [
+        ("SELECT id FROM call_log LOCK IN SHARE MODE", "LOCK IN SHARE MODE"),
+        ("SELECT id FROM call_log lock/**/in -- x\n share # y\n mode", "LOCK IN SHARE MODE"),
+        ("SELECT id FROM call_log /*!50000LOCK IN SHARE MODE*/", "LOCK IN SHARE MODE"),
+        ("SELECT * FROM (SELECT id FROM call_log LOCK IN SHARE MODE) AS q", "LOCK IN SHARE MODE"),
+        ("SELECT id FROM call_log FOR SHARE", "FOR SHARE"),
+        ("SELECT GET_LOCK('llm_ledger_migrate', 0)", "GET_LOCK()"),
+    ],
+)
+def test_mariadb_locking_reads_are_refused(mysql_url: str, api, attack: str, what: str) -> None:
+    location = ledger_with_calls(mysql_url)
+    before = counts(location)
+    result = invoke("--db", reader(location), "sql", attack)
+    refused(result)
+    assert result.stderr.startswith(f"error: read-only: {what} is refused: "), result.stderr
+    assert result.stderr.endswith(
+        "; this check reads the whole text, strings and comments too: give text that names "
+        "it as a -p value\n"
+    )
+    assert counts(location) == before
+
+
+def test_mariadb_lock_in_share_mode_does_not_hold_up_a_writer(mysql_url: str, api) -> None:
+    import threading
+    import time
+
+    location = ledger_with_calls(mysql_url)
+    url = reader(location)
+    query = "SELECT id, SLEEP(3) AS s FROM call_log WHERE id = 1 LOCK IN SHARE MODE"
+    reading = threading.Thread(target=invoke, args=("--db", url, "sql", query))
+    reading.start()
+    time.sleep(1)
+    llm_ledger.flush()
+    engine = db.make_engine(location, poolclass=NullPool)
+    began = time.monotonic()
+    with engine.begin() as conn:
+        conn.execute(text("SET SESSION innodb_lock_wait_timeout = 10"))
+        conn.execute(text("UPDATE call_log SET model = model WHERE id = 1"))
+    waited = time.monotonic() - began
+    engine.dispose()
+    reading.join()
+    assert waited < 1.0, waited
+
+
 def test_grant_reader_prints_the_url_without_the_password(mysql_url: str, api) -> None:
     from typer.testing import CliRunner
 
@@ -256,3 +397,90 @@ def test_sqlite_holds_against_the_reviewed_attacks(
     assert "Traceback" not in result.output
     assert list(drop_dir.iterdir()) == []
     assert counts(known) == before
+
+
+@pytest.mark.parametrize(
+    ("attack", "function"),
+    [
+        ("SELECT hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),
+        ("SELECT fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer"),
+        ("SELECT FTS3_TOKENIZER('porter')", "FTS3_TOKENIZER"),
+        ("SELECT load_extension('/nonexistent/evil')", "load_extension"),
+        ("SELECT fts5(NULL)", "fts5"),
+    ],
+)
+def test_sqlite_dangerous_functions_are_refused(known: str, attack: str, function: str) -> None:  # noqa: F811
+    result = invoke("--db", known, "sql", attack)
+    refused(result)
+    assert result.stderr == (
+        "error: read-only: `llm-ledger sql` does not change the ledger; the database refused "
+        f"this SELECT statement (not authorized to use function: {function})\n"
+    )
+
+
+def test_sqlite_query_stops_at_the_timeout(known: str) -> None:  # noqa: F811
+    import time
+
+    endless = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
+        "SELECT count(*) FROM n"
+    )
+    began = time.monotonic()
+    result = invoke("--db", known, "sql", endless, "--timeout", "0.5")
+    assert time.monotonic() - began < 5
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "error: the query ran longer than --timeout 0.5 s and was stopped; narrow it, or "
+        "give a larger --timeout (at most 86400)\n"
+    )
+
+
+# --- grant-reader -----------------------------------------------------------------------
+
+
+def reader_scalar(url: str, sql: str) -> object:
+    engine = db.make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_grant_reader_postgresql_login_defaults_to_read_only(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    url = reader(location)
+    assert reader_scalar(url, "SHOW default_transaction_read_only") == "on"
+    assert reader_scalar(url, "SHOW statement_timeout") == "1min"
+    assert reader_scalar(url, "SHOW idle_in_transaction_session_timeout") == "1min"
+    assert (
+        admin_scalar(
+            location, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'llm_ledger_sql_reader'"
+        )
+        == 10
+    )
+    with pytest.raises(
+        DBAPIError, match="cannot execute CREATE TABLE AS in a read-only transaction"
+    ):
+        reader_scalar(url, "CREATE TEMP TABLE t AS SELECT 1 AS a")
+
+
+def test_grant_reader_postgresql_revokes_an_explicit_temporary_grant(pg_url: str, api) -> None:
+    location = ledger_with_calls(pg_url)
+    reader(location)
+    engine = db.make_engine(location, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("GRANT TEMPORARY ON DATABASE llm_ledger_sql TO llm_ledger_sql_reader"))
+    engine.dispose()
+    reader(location)
+    acl = admin_scalar(
+        location, "SELECT datacl::text FROM pg_database WHERE datname = 'llm_ledger_sql'"
+    )
+    assert "llm_ledger_sql_reader=" not in str(acl) or "llm_ledger_sql_reader=c/" in str(acl)
+
+
+def test_grant_reader_mariadb_login_has_limits(mysql_url: str, api) -> None:
+    location = ledger_with_calls(mysql_url)
+    reader(location)
+    shown = admin_scalar(location, "SHOW CREATE USER 'llm_ledger_sql_reader'@'%'")
+    assert str(shown).endswith("WITH MAX_USER_CONNECTIONS 10 MAX_STATEMENT_TIME 60.000000")

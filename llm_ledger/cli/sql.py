@@ -129,6 +129,7 @@ def _refusal(exc: DBAPIError, conn: Connection) -> str | None:
             "readonly database" in message
             or "one statement at a time" in message
             or "may not be modified" in message
+            or "not authorized to use function" in message
         ):
             return message
     elif name == "postgresql":
@@ -209,6 +210,8 @@ def run_query(
             "(`llm-ledger sql` never changes the ledger)"
         )
     word = _first_word(parts[0])
+    if (reason := sqlguard.refused_text(query, dialect)) is not None:
+        fail(f"read-only: {reason}")
     if dialect == "postgresql" and word == "COPY":
         fail("read-only: COPY is not allowed (it can write files on the server); use --format csv")
     if dialect in ("mysql", "mariadb") and re.search(r"\bINTO\s+(OUT|DUMP)FILE\b", parts[0], re.I):
@@ -225,7 +228,7 @@ def run_query(
                 reason = None if unsafe else sqlguard.refusal(conn)
                 if reason is not None:
                     fail(f"read-only: {reason}")
-                sqlguard.start(conn, timeout_s)
+            sqlguard.start(conn, timeout_s)
             result = sqlguard.run(conn, query, params)
             if not result.returns_rows:
                 return [], []
@@ -243,7 +246,7 @@ def run_query(
             if _timed_out(exc, conn):
                 fail(
                     f"the query ran longer than --timeout {timeout_s:g} s and was stopped; "
-                    "narrow it, or give a larger --timeout (0: no limit)"
+                    f"narrow it, or give a larger --timeout (at most {sqlguard.MAX_TIMEOUT_S:g})"
                 )
             fail(db_message(exc).splitlines()[0])
         except StatementError as exc:
@@ -259,6 +262,8 @@ def run_query(
 
 def _timed_out(exc: DBAPIError, conn: Connection) -> bool:
     orig = exc.orig
+    if conn.dialect.name == "sqlite":  # only sqlguard.start's progress handler interrupts
+        return str(orig) == "interrupted"
     if conn.dialect.name == "postgresql":
         return getattr(orig, "sqlstate", None) == "57014"
     return bool(getattr(orig, "args", None)) and orig.args[0] == 1969  # type: ignore[union-attr]
@@ -310,13 +315,14 @@ def sql(
     ] = None,
     fmt: Format = FORMAT_OPTION,
     timeout: Annotated[
-        float,
+        str,
         typer.Option(
             "--timeout",
             metavar="SECONDS",
-            help="Stop the query after this long on PostgreSQL/MariaDB (0: no limit).",
+            help="Stop the query after this long, on every engine: 0.001 to 86400 "
+            "(the limit cannot be turned off).",
         ),
-    ] = sqlguard.DEFAULT_TIMEOUT_S,
+    ] = f"{sqlguard.DEFAULT_TIMEOUT_S:g}",
     unsafe: Annotated[
         bool,
         typer.Option(
@@ -329,20 +335,24 @@ def sql(
 
     The database refuses any write: SQLite is opened read-only behind an authorizer;
     on PostgreSQL and MariaDB the text runs only as one query the server parses, in a
-    READ ONLY transaction with a timeout, and never as a login that holds server rights
-    (superuser, file access, FILE, SUPER...): `grant-reader` creates a login for it.
+    READ ONLY transaction, and never as a login that holds server rights (superuser,
+    file access, FILE, SUPER...): `grant-reader` creates a login for it. Functions and
+    clauses that act beyond that transaction (large objects, advisory locks, LOCK IN
+    SHARE MODE...) are refused by name. Every engine stops the query at --timeout.
     A refusal or bad SQL prints one line and exits with code 2 (docs/reliability.md,
     "Threat model").
 
     \b
     Example: llm-ledger sql "SELECT model, calls, cost_usd FROM model_costs WHERE calls > :n" -p n 10
     """
+    try:
+        seconds = sqlguard.timeout_seconds(timeout)
+    except LedgerError as exc:
+        fail(str(exc))
     source = stdin_text() if query == "-" else query
     pairs = param or []
     params = dict(zip(pairs[::2], pairs[1::2], strict=True))
-    if timeout < 0:
-        fail("--timeout must be 0 (no limit) or more seconds")
-    columns, rows = run_query(ctx.obj.db, source, params, unsafe=unsafe, timeout_s=timeout)
+    columns, rows = run_query(ctx.obj.db, source, params, unsafe=unsafe, timeout_s=seconds)
     emit(rows, columns, fmt, width=wide())
 
 
