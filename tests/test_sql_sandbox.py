@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -438,6 +439,11 @@ def test_sqlite_query_stops_at_the_timeout(known: str) -> None:  # noqa: F811
 # --- grant-reader -----------------------------------------------------------------------
 
 
+def login_of(location: str) -> str:
+    """grant-reader's default login for the ledger at ``location``."""
+    return f"{make_url(location).database}_reader"
+
+
 def reader_scalar(url: str, sql: str) -> object:
     engine = db.make_engine(url, poolclass=NullPool)
     try:
@@ -455,7 +461,7 @@ def test_grant_reader_postgresql_login_defaults_to_read_only(pg_url: str, api) -
     assert reader_scalar(url, "SHOW idle_in_transaction_session_timeout") == "1min"
     assert (
         admin_scalar(
-            location, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'llm_ledger_sql_reader'"
+            location, f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{login_of(location)}'"
         )
         == 10
     )
@@ -468,19 +474,27 @@ def test_grant_reader_postgresql_login_defaults_to_read_only(pg_url: str, api) -
 def test_grant_reader_postgresql_revokes_an_explicit_temporary_grant(pg_url: str, api) -> None:
     location = ledger_with_calls(pg_url)
     reader(location)
+    database = admin_scalar(location, "SELECT current_database()")
+    login = login_of(location)
+
+    def readers_privileges() -> list[str]:
+        acl = admin_scalar(
+            location, f"SELECT datacl::text FROM pg_database WHERE datname = '{database}'"
+        )
+        entries = str(acl).strip("{}").split(",")
+        return [e.split("=")[1].split("/")[0] for e in entries if e.startswith(login + "=")]
+
     engine = db.make_engine(location, poolclass=NullPool)
     with engine.begin() as conn:
-        conn.execute(text("GRANT TEMPORARY ON DATABASE llm_ledger_sql TO llm_ledger_sql_reader"))
+        conn.execute(text(f'GRANT TEMPORARY ON DATABASE "{database}" TO "{login}"'))
     engine.dispose()
+    assert readers_privileges() == ["Tc"]
     reader(location)
-    acl = admin_scalar(
-        location, "SELECT datacl::text FROM pg_database WHERE datname = 'llm_ledger_sql'"
-    )
-    assert "llm_ledger_sql_reader=" not in str(acl) or "llm_ledger_sql_reader=c/" in str(acl)
+    assert readers_privileges() == ["c"]  # CONNECT only
 
 
 def test_grant_reader_mariadb_login_has_limits(mysql_url: str, api) -> None:
     location = ledger_with_calls(mysql_url)
     reader(location)
-    shown = admin_scalar(location, "SHOW CREATE USER 'llm_ledger_sql_reader'@'%'")
+    shown = admin_scalar(location, f"SHOW CREATE USER '{login_of(location)}'@'%'")
     assert str(shown).endswith("WITH MAX_USER_CONNECTIONS 10 MAX_STATEMENT_TIME 60.000000")
