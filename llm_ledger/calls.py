@@ -467,16 +467,34 @@ def _price_prompt_only(
     ctx: Context, call: Call, rec: CallRecord, send: list[keys.CanonicalRequest]
 ) -> None:
     """A stream that ended before its first event: the prompt's estimated tokens and cost."""
-    try:
+
+    def usage() -> Usage:
         prompt = call.endpoint.prompt_tokens(ctx, call.request, send)
-        usage = Usage(prompt, 0, None, None, prompt, estimated=True)
-        cost = pricing.price_answer(call.request.model, {}, usage, ctx.pricing_config())
-    except Exception as exc:  # noqa: BLE001 -- pricing never fails a call (see _answered)
+        return Usage(prompt, 0, None, None, prompt, estimated=True)
+
+    _price(rec, call.request.model, {}, usage, ctx.pricing_config())
+
+
+def _price(
+    rec: CallRecord,
+    model: str,
+    response: Any,
+    usage_of: Callable[[], Usage],
+    conf: pricing.PricingConfig | None,
+) -> tuple[Usage, pricing.Cost]:
+    """Put ``response``'s usage and cost on the record, and return them. Pricing never
+    fails the call: an unexpected error there leaves the cost unknown, with the reason in
+    ``cost_note``."""
+    try:
+        usage = usage_of()
+        cost = pricing.price_answer(model, response, usage, conf)
+    except Exception as exc:  # noqa: BLE001 -- the answer is paid: keep it, say why unpriced
         usage = Usage()
         note = f"not priced: {type(exc).__name__}: {exc}"[:500]
         cost = pricing.Cost(None, note, pricing.price_version(), None)
     rec.usage = usage
     rec.cost_usd, rec.cost_note, rec.price_version = cost.cost_usd, cost.note, cost.price_version
+    return usage, cost
 
 
 def _lookup(ctx: Context, call: Call, slot: int) -> dict[int, Stored]:
@@ -595,21 +613,14 @@ def _answered(
 ) -> list[Any]:
     """Price the answer and put it on the record, one Answer per item sent.
 
-    Returns, per item sent, what the caller gets. Pricing never fails the call: an
-    unexpected error there leaves the cost unknown, with the reason in ``cost_note``.
+    Returns, per item sent, what the caller gets (priced by :func:`_price`).
     """
     r = call.request
     response = api.to_dict(value)
     conf = ctx.pricing_config()
-    try:
-        usage = call.endpoint.usage(ctx, r, response, send)
-        cost = pricing.price_answer(r.model, response, usage, conf)
-    except Exception as exc:  # noqa: BLE001 -- the answer is paid: keep it, say why unpriced
-        usage = Usage()
-        note = f"not priced: {type(exc).__name__}: {exc}"[:500]
-        cost = pricing.Cost(None, note, pricing.price_version(), None)
-    rec.usage = usage
-    rec.cost_usd, rec.cost_note, rec.price_version = cost.cost_usd, cost.note, cost.price_version
+    usage, cost = _price(
+        rec, r.model, response, lambda: call.endpoint.usage(ctx, r, response, send), conf
+    )
     try:
         parts = call.endpoint.split(r, response, usage, send)
     except ShortAnswer:
