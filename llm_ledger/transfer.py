@@ -601,24 +601,26 @@ def import_bundle(
         batch: list[dict[str, Any]] = []
         current, held = "request", 0
         with progress_bar(progress, f"import {path.name}", total) as advance:
+
+            def write() -> None:
+                nonlocal batch, held
+                _merge(merger, current, batch, checked.bad_responses)
+                advance(len(batch))
+                batch, held = [], 0
+
             for raw in lines:
                 hasher.update(raw)
                 rtype, row = decode(raw)
                 if batch and rtype != current:
-                    _merge(merger, current, batch, checked.bad_responses)
-                    advance(len(batch))
-                    batch, held = [], 0
+                    write()
                 current = rtype
                 batch.append(row)
                 held += len(raw)
                 # Written as soon as it is full, before the next line is decoded beside it.
                 if len(batch) >= batch_size or held >= BATCH_BYTES:
-                    _merge(merger, current, batch, checked.bad_responses)
-                    advance(len(batch))
-                    batch, held = [], 0
+                    write()
             if batch:
-                _merge(merger, current, batch, checked.bad_responses)
-                advance(len(batch))
+                write()
         if hasher.hexdigest() != checked.checksum:
             raise BundleError(f"{path} changed while it was being imported; nothing was imported")
     result = merger.result.as_dict()

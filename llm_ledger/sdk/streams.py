@@ -95,6 +95,11 @@ class _Tee(Deferred):
         return out
 
     @property
+    def over(self) -> bool:
+        """The API's final event came, or an error event: nothing more is due."""
+        return self.done or self.failure is not None
+
+    @property
     def answered(self) -> bool:
         """Every chat choice has its finish reason: only usage and ``[DONE]`` are still due."""
         return self.route == "chat" and len(self.finished) >= self.choices
@@ -154,9 +159,9 @@ class LiveStream(httpx2.SyncByteStream):
                 if tee.answered and not tee.done:
                     for more in upstream:  # the answer is whole: read on to [DONE]
                         out += tee.feed(more)
-                        if tee.done or tee.failure is not None:
+                        if tee.over:
                             break
-                if tee.done or tee.failure is not None:
+                if tee.over:
                     tee.end()  # recorded before the caller sees the end
                 yield from out
         except GeneratorExit:
@@ -215,9 +220,9 @@ class AsyncLiveStream(httpx2.AsyncByteStream):
                 if tee.answered and not tee.done:
                     async for more in upstream:  # the answer is whole: read on to [DONE]
                         out += tee.feed(more)
-                        if tee.done or tee.failure is not None:
+                        if tee.over:
                             break
-                if tee.done or tee.failure is not None:
+                if tee.over:
                     await self._run(tee.end)  # recorded before the caller sees the end
                 for event in out:
                     yield event
